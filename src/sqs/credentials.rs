@@ -1,0 +1,687 @@
+//! The AWS credential provider chain: settings → process environment → ECS/EKS container
+//! endpoint → EC2 instance metadata (IMDSv2). HTTP-based results are cached until shortly
+//! before they expire.
+
+use super::SqsError;
+use serde::Deserialize;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Credentials are refreshed this long before they expire.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+const IMDS_DEFAULT: &str = "http://169.254.169.254";
+const ECS_RELATIVE_HOST: &str = "http://169.254.170.2";
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    pub expires_at: Option<SystemTime>,
+    /// Which provider gave them (for messages; never the values).
+    pub provider: &'static str,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "** redacted **"),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("provider", &self.provider)
+            .finish()
+    }
+}
+
+impl Credentials {
+    fn fresh(&self, now: SystemTime) -> bool {
+        self.expires_at.is_none_or(|t| t > now + REFRESH_MARGIN)
+    }
+
+    /// The secret strings that must never appear in a message.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut v = vec![self.secret_access_key.as_str()];
+        if let Some(t) = &self.session_token {
+            v.push(t.as_str());
+        }
+        v
+    }
+}
+
+/// The environment variables the chain reads, captured once (so tests can supply their own).
+#[derive(Debug, Clone, Default)]
+pub struct Env(pub Vec<(String, String)>);
+
+pub const ENV_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env(ENV_VARS
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect())
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Static credentials from the `sqs_loader.aws_*` settings.
+#[derive(Clone, Default)]
+pub struct Configured {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+/// The cache for credentials that came over HTTP (container endpoint or instance metadata).
+static CACHE: Mutex<Option<Credentials>> = Mutex::new(None);
+
+/// Forget cached credentials (after the provider rejected them, or in tests).
+pub fn clear_cache() {
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Resolve credentials, first provider that yields wins.
+pub fn resolve(
+    configured: &Configured,
+    env: &Env,
+    agent: &ureq::Agent,
+) -> Result<Credentials, SqsError> {
+    match (&configured.access_key_id, &configured.secret_access_key) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            return Ok(Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                session_token: configured.session_token.clone().filter(|t| !t.is_empty()),
+                expires_at: None,
+                provider: "sqs_loader.aws_* settings",
+            })
+        }
+        (Some(id), _) if !id.is_empty() => return Err(SqsError::Credentials {
+            provider: "sqs_loader.aws_* settings",
+            message:
+                "sqs_loader.aws_access_key_id is set but sqs_loader.aws_secret_access_key is not"
+                    .into(),
+        }),
+        (_, Some(s)) if !s.is_empty() => return Err(SqsError::Credentials {
+            provider: "sqs_loader.aws_* settings",
+            message:
+                "sqs_loader.aws_secret_access_key is set but sqs_loader.aws_access_key_id is not"
+                    .into(),
+        }),
+        _ => {}
+    }
+    if let (Some(id), Some(secret)) = (
+        env.get("AWS_ACCESS_KEY_ID"),
+        env.get("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        return Ok(Credentials {
+            access_key_id: id.to_string(),
+            secret_access_key: secret.to_string(),
+            session_token: env.get("AWS_SESSION_TOKEN").map(str::to_string),
+            expires_at: None,
+            provider: "environment",
+        });
+    }
+    let now = SystemTime::now();
+    if let Some(c) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if c.fresh(now) {
+            return Ok(c.clone());
+        }
+    }
+    let mut tried = vec!["sqs_loader.aws_* settings", "environment"];
+    let fetched = if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
+        || env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
+    {
+        Some(container(env, agent)?)
+    } else {
+        tried.push("container endpoint (not configured)");
+        if env
+            .get("AWS_EC2_METADATA_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            tried.push("EC2 instance metadata (disabled)");
+            None
+        } else {
+            match imds(env, agent) {
+                Ok(c) => Some(c),
+                Err(ImdsError::Unavailable(why)) => {
+                    tried.push("EC2 instance metadata");
+                    return Err(SqsError::NoCredentials(format!(
+                        "{}: {why}",
+                        tried.join(", ")
+                    )));
+                }
+                Err(ImdsError::Failed(e)) => return Err(e),
+            }
+        }
+    };
+    match fetched {
+        Some(c) => {
+            *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+            Ok(c)
+        }
+        None => Err(SqsError::NoCredentials(tried.join(", "))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HttpCreds {
+    access_key_id: String,
+    secret_access_key: String,
+    token: Option<String>,
+    expiration: Option<String>,
+    code: Option<String>,
+}
+
+fn to_credentials(c: HttpCreds, provider: &'static str) -> Result<Credentials, SqsError> {
+    if let Some(code) = &c.code {
+        if code != "Success" {
+            return Err(SqsError::Credentials {
+                provider,
+                message: format!("the endpoint answered with code {code}"),
+            });
+        }
+    }
+    let expires_at = match &c.expiration {
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| SqsError::Credentials {
+            provider,
+            message: format!("unparseable Expiration \"{s}\""),
+        })?),
+        None => None,
+    };
+    Ok(Credentials {
+        access_key_id: c.access_key_id,
+        secret_access_key: c.secret_access_key,
+        session_token: c.token,
+        expires_at,
+        provider,
+    })
+}
+
+fn http_fail(provider: &'static str, what: &str, e: impl fmt::Display) -> SqsError {
+    SqsError::Credentials {
+        provider,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// ECS task role / EKS Pod Identity: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or `_FULL_URI`.
+fn container(env: &Env, agent: &ureq::Agent) -> Result<Credentials, SqsError> {
+    const P: &str = "container credentials endpoint";
+    let url = match env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        Some(rel) => format!("{ECS_RELATIVE_HOST}{rel}"),
+        None => {
+            let full = env
+                .get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+                .unwrap_or_default()
+                .to_string();
+            let uri: http::Uri = full
+                .parse()
+                .map_err(|_| http_fail(P, "AWS_CONTAINER_CREDENTIALS_FULL_URI", "not a URL"))?;
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            let allowed = uri.scheme_str() == Some("https")
+                || host == "localhost"
+                || host == "169.254.170.2"
+                || host == "169.254.170.23"
+                || host.eq_ignore_ascii_case("fd00:ec2::23")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !allowed {
+                return Err(http_fail(
+                    P,
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "plain http is only allowed to loopback or the ECS/EKS link-local addresses",
+                ));
+            }
+            full
+        }
+    };
+    let token = match env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| http_fail(P, "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", e))?
+                .trim()
+                .to_string(),
+        ),
+        None => env
+            .get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+            .map(str::to_string),
+    };
+    let mut req = agent
+        .get(&url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build();
+    if let Some(t) = &token {
+        req = req.header("authorization", t);
+    }
+    let mut resp = req.call().map_err(|e| http_fail(P, "request failed", e))?;
+    if resp.status() != 200 {
+        return Err(http_fail(
+            P,
+            "request failed",
+            format!("HTTP status {}", resp.status()),
+        ));
+    }
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| http_fail(P, "reading the response", e))?;
+    let c: HttpCreds = serde_json::from_str(&body)
+        .map_err(|_| http_fail(P, "bad response", "not a credentials document"))?;
+    to_credentials(c, "container credentials endpoint")
+}
+
+enum ImdsError {
+    /// Not on EC2 (or IMDS unreachable): the chain simply has no credentials.
+    Unavailable(String),
+    /// IMDS answered but something is wrong.
+    Failed(SqsError),
+}
+
+/// EC2 instance role via IMDSv2 (session token first, as IMDSv1 is often disabled).
+fn imds(env: &Env, agent: &ureq::Agent) -> Result<Credentials, ImdsError> {
+    const P: &str = "EC2 instance metadata";
+    let base = env
+        .get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .unwrap_or(IMDS_DEFAULT)
+        .trim_end_matches('/')
+        .to_string();
+    let timeout = Some(Duration::from_secs(2));
+    let token = agent
+        .put(format!("{base}/latest/api/token"))
+        .config()
+        .timeout_global(timeout)
+        .build()
+        .header("x-aws-ec2-metadata-token-ttl-seconds", "21600")
+        .send_empty()
+        .map_err(|e| ImdsError::Unavailable(format!("{base} unreachable ({e})")))
+        .and_then(|mut r| {
+            if r.status() != 200 {
+                return Err(ImdsError::Unavailable(format!(
+                    "token request answered HTTP {}",
+                    r.status()
+                )));
+            }
+            r.body_mut()
+                .read_to_string()
+                .map_err(|e| ImdsError::Failed(http_fail(P, "reading the token", e)))
+        })?;
+    let get = |path: &str| -> Result<String, ImdsError> {
+        let mut r = agent
+            .get(format!("{base}{path}"))
+            .config()
+            .timeout_global(timeout)
+            .build()
+            .header("x-aws-ec2-metadata-token", token.trim())
+            .call()
+            .map_err(|e| ImdsError::Failed(http_fail(P, "request failed", e)))?;
+        match r.status().as_u16() {
+            200 => r
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| ImdsError::Failed(http_fail(P, "reading the response", e))),
+            404 => Err(ImdsError::Unavailable(
+                "the instance has no IAM role".into(),
+            )),
+            s => Err(ImdsError::Failed(http_fail(
+                P,
+                "request failed",
+                format!("HTTP status {s}"),
+            ))),
+        }
+    };
+    let roles = get("/latest/meta-data/iam/security-credentials/")?;
+    let role = roles
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| ImdsError::Unavailable("the instance has no IAM role".into()))?
+        .to_string();
+    let doc = get(&format!(
+        "/latest/meta-data/iam/security-credentials/{role}"
+    ))?;
+    let c: HttpCreds = serde_json::from_str(&doc).map_err(|_| {
+        ImdsError::Failed(http_fail(P, "bad response", "not a credentials document"))
+    })?;
+    to_credentials(c, "EC2 instance metadata").map_err(ImdsError::Failed)
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into a SystemTime.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if s.len() < 20 || s.as_bytes()[4] != b'-' || s.as_bytes()[10] != b'T' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &r[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let oh: i64 = o[1..3].parse().ok()?;
+            let om: i64 = o[4..6].parse().ok()?;
+            let v = oh * 3600 + om * 60;
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // Tests that touch the process-wide cache must not interleave.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1 answering from a routing function
+    /// (method, path, headers) -> (status, body). Returns its base URL and a request counter.
+    fn fake_server(
+        route: impl Fn(&str, &str, &[(String, String)]) -> (u16, String) + Send + Sync + 'static,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                h.fetch_add(1, Ordering::SeqCst);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_string(),
+                    parts.next().unwrap_or("").to_string(),
+                );
+                let mut headers = Vec::new();
+                let mut len = 0usize;
+                loop {
+                    let mut l = String::new();
+                    reader.read_line(&mut l).unwrap();
+                    let l = l.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    let (k, v) = l.split_once(':').unwrap();
+                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    if k == "content-length" {
+                        len = v.parse().unwrap();
+                    }
+                    headers.push((k, v));
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let (status, body) = route(&method, &path, &headers);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (format!("http://{addr}"), hits)
+    }
+
+    fn creds_json(expiration: &str) -> String {
+        format!(
+            r#"{{"Code":"Success","AccessKeyId":"ASIAFAKE","SecretAccessKey":"fake-secret","Token":"fake-token","Expiration":"{expiration}"}}"#
+        )
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    #[test]
+    fn settings_then_environment() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let conf = Configured {
+            access_key_id: Some("AKIA1".into()),
+            secret_access_key: Some("s1".into()),
+            session_token: None,
+        };
+        let e = env(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA2"),
+            ("AWS_SECRET_ACCESS_KEY", "s2"),
+        ]);
+        assert_eq!(resolve(&conf, &e, &agent()).unwrap().access_key_id, "AKIA1");
+        let c = resolve(&Configured::default(), &e, &agent()).unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), c.provider),
+            ("AKIA2", "environment")
+        );
+        let half = Configured {
+            access_key_id: Some("AKIA1".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(&half, &e, &agent()),
+            Err(SqsError::Credentials { .. })
+        ));
+    }
+
+    #[test]
+    fn imdsv2_flow_and_cache() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        clear_cache();
+        let (base, hits) = fake_server(|method, path, headers| {
+            let token_ok = headers
+                .iter()
+                .any(|(k, v)| k == "x-aws-ec2-metadata-token" && v == "TOK");
+            match (method, path) {
+                ("PUT", "/latest/api/token")
+                    if headers
+                        .iter()
+                        .any(|(k, _)| k == "x-aws-ec2-metadata-token-ttl-seconds") =>
+                {
+                    (200, "TOK".into())
+                }
+                ("GET", "/latest/meta-data/iam/security-credentials/") if token_ok => {
+                    (200, "loader-role\n".into())
+                }
+                ("GET", "/latest/meta-data/iam/security-credentials/loader-role") if token_ok => {
+                    (200, creds_json("2099-01-01T00:00:00Z"))
+                }
+                _ => (401, String::new()),
+            }
+        });
+        let e = env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &base)]);
+        let c = resolve(&Configured::default(), &e, &agent()).unwrap();
+        assert_eq!(c.access_key_id, "ASIAFAKE");
+        assert_eq!(c.session_token.as_deref(), Some("fake-token"));
+        assert_eq!(c.provider, "EC2 instance metadata");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        // Cached until expiry: no new requests.
+        resolve(&Configured::default(), &e, &agent()).unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        clear_cache();
+    }
+
+    #[test]
+    fn imds_refreshes_expiring_credentials() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        clear_cache();
+        let (base, hits) = fake_server(|method, path, _| match (method, path) {
+            ("PUT", _) => (200, "T".into()),
+            (_, "/latest/meta-data/iam/security-credentials/") => (200, "r".into()),
+            // Expires in the refresh margin: every call fetches again.
+            _ => (200, creds_json("2000-01-01T00:00:00Z")),
+        });
+        let e = env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &base)]);
+        resolve(&Configured::default(), &e, &agent()).unwrap();
+        resolve(&Configured::default(), &e, &agent()).unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 6);
+        clear_cache();
+    }
+
+    #[test]
+    fn container_endpoint_with_token_file() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        clear_cache();
+        let (base, _) = fake_server(|_, path, headers| {
+            let auth = headers
+                .iter()
+                .any(|(k, v)| k == "authorization" && v == "secret-auth");
+            if path == "/creds" && auth {
+                (200, creds_json("2099-01-01T00:00:00Z"))
+            } else {
+                (403, String::new())
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("sqs_loader_tok_{}", std::process::id()));
+        std::fs::write(&dir, "secret-auth\n").unwrap();
+        let e = env(&[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                &format!("{base}/creds"),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                dir.to_str().unwrap(),
+            ),
+        ]);
+        let c = resolve(&Configured::default(), &e, &agent()).unwrap();
+        assert_eq!(c.provider, "container credentials endpoint");
+        std::fs::remove_file(&dir).unwrap();
+        clear_cache();
+        // Without the token the endpoint refuses: a clear error, no secret in it.
+        let e = env(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            &format!("{base}/creds"),
+        )]);
+        let err = resolve(&Configured::default(), &e, &agent()).unwrap_err();
+        assert!(err.to_string().contains("HTTP status 403"), "{err}");
+        // Plain http to a non-loopback host is refused before any request.
+        let e = env(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://example.com/creds",
+        )]);
+        assert!(resolve(&Configured::default(), &e, &agent()).is_err());
+    }
+
+    #[test]
+    fn nothing_configured_is_no_credentials() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        clear_cache();
+        // A closed port stands in for "not on EC2".
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = env(&[(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            &format!("http://{closed}"),
+        )]);
+        let err = resolve(&Configured::default(), &e, &agent()).unwrap_err();
+        assert!(matches!(err, SqsError::NoCredentials(_)), "{err:?}");
+        let e = env(&[("AWS_EC2_METADATA_DISABLED", "true")]);
+        assert!(matches!(
+            resolve(&Configured::default(), &e, &agent()),
+            Err(SqsError::NoCredentials(_))
+        ));
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let c = Credentials {
+            access_key_id: "AKIA".into(),
+            secret_access_key: "very-secret".into(),
+            session_token: Some("tok-secret".into()),
+            expires_at: None,
+            provider: "x",
+        };
+        let s = format!("{c:?}");
+        assert!(
+            !s.contains("very-secret") && !s.contains("tok-secret"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20.123+01:00"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800))
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2023-13-01T00:00:00Z"), None);
+    }
+}

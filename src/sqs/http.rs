@@ -1,0 +1,207 @@
+//! Sending a request: sign, POST, decode, retry with bounded exponential backoff and jitter.
+//! Runs on a worker thread (blocking I/O); never touches Postgres.
+
+use super::credentials::Credentials;
+use super::endpoint::Endpoint;
+use super::{sign, wire, Protocol, Request, Response, SqsError, TransportKind};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+/// Largest response body accepted (ten 1 MiB messages, escaped, with room to spare).
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// One agent (connection pool) per backend process. Parallel receives need more idle
+/// connections per host than ureq's default of 3.
+pub fn agent() -> ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_idle_connections(256)
+                .max_idle_connections_per_host(64)
+                .max_redirects(0)
+                .user_agent(concat!("sqs_loader/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .new_agent()
+        })
+        .clone()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    pub protocol: Protocol,
+    /// Whole-request timeout (connect, send, wait, read).
+    pub timeout: Duration,
+    /// Retries after the first attempt for retryable failures.
+    pub max_retries: u32,
+}
+
+/// Delay before retry number `attempt` (0-based): "equal jitter" over a capped exponential.
+pub fn backoff(attempt: u32, random: u64) -> Duration {
+    let exp = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    let half = exp / 2;
+    let jitter_ms = if half.as_millis() == 0 {
+        0
+    } else {
+        random % (half.as_millis() as u64 + 1)
+    };
+    half + Duration::from_millis(jitter_ms)
+}
+
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Remove every occurrence of a secret from a message.
+pub fn redact(message: &str, secrets: &[&str]) -> String {
+    let mut out = message.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(s, "[redacted]");
+    }
+    out
+}
+
+fn transport_error(e: &ureq::Error) -> (TransportKind, String) {
+    let kind = match e {
+        ureq::Error::Timeout(_) => TransportKind::Timeout,
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => TransportKind::Connect,
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportKind::Connect
+        }
+        _ => TransportKind::Io,
+    };
+    (kind, e.to_string())
+}
+
+/// Send one request with retries. Blocking.
+pub fn call(
+    agent: &ureq::Agent,
+    endpoint: &Endpoint,
+    creds: &Credentials,
+    req: &Request,
+    opts: &CallOptions,
+) -> Result<Response, SqsError> {
+    let action = req.action().name();
+    let url = format!("{}/", endpoint.base);
+    let secrets = creds.secrets();
+    let mut attempt = 0u32;
+    loop {
+        let result = call_once(agent, endpoint, &url, creds, req, opts);
+        let err = match result {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        if err.retryable() && attempt < opts.max_retries {
+            std::thread::sleep(backoff(attempt, random_u64()));
+            attempt += 1;
+            continue;
+        }
+        let attempts = attempt + 1;
+        return Err(match err {
+            SqsError::Transport { kind, message, .. } => SqsError::Transport {
+                action,
+                endpoint: endpoint.base.clone(),
+                kind,
+                attempts,
+                message: redact(&message, &secrets),
+            },
+            SqsError::Aws {
+                status,
+                code,
+                message,
+                ..
+            } => SqsError::Aws {
+                action,
+                status,
+                code,
+                message: redact(&message, &secrets),
+                attempts,
+            },
+            other => other,
+        });
+    }
+}
+
+fn call_once(
+    agent: &ureq::Agent,
+    endpoint: &Endpoint,
+    url: &str,
+    creds: &Credentials,
+    req: &Request,
+    opts: &CallOptions,
+) -> Result<Response, SqsError> {
+    let action = req.action().name();
+    let http_req = wire::encode(opts.protocol, req);
+    let auth = sign::signed_headers(&http_req, url, creds, &endpoint.region, SystemTime::now())?;
+    let mut builder = agent
+        .post(url)
+        .config()
+        .timeout_global(Some(opts.timeout))
+        .build();
+    for (k, v) in &http_req.headers {
+        builder = builder.header(*k, v);
+    }
+    for (k, v) in &auth {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let transport = |e: ureq::Error| {
+        let (kind, message) = transport_error(&e);
+        SqsError::Transport {
+            action,
+            endpoint: endpoint.base.clone(),
+            kind,
+            attempts: 1,
+            message,
+        }
+    };
+    let mut resp = builder.send(&http_req.body[..]).map_err(transport)?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(transport)?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    wire::decode(opts.protocol, req, status, &header, &body, &endpoint.base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        for attempt in 0..20 {
+            for r in [0, 1, 77, u64::MAX] {
+                let d = backoff(attempt, r);
+                assert!(d <= BACKOFF_CAP, "{attempt} {d:?}");
+                let exp = BACKOFF_BASE
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(BACKOFF_CAP);
+                assert!(d >= exp / 2);
+            }
+        }
+        assert!(backoff(0, 0) < backoff(5, 0));
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact("bad key abcd1234 for x", &["abcd1234"]),
+            "bad key [redacted] for x"
+        );
+        assert_eq!(redact("short ab", &["ab"]), "short ab");
+    }
+}
