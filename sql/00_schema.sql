@@ -1,0 +1,204 @@
+-- sqs_loader: schema, tables and user_logins. Runs first (bootstrap).
+--
+-- Public API objects live in the extension's schema (@extschema@, usually public).
+-- Private state lives in schema sqs_loader, which PUBLIC cannot even look into.
+-- Created without IF NOT EXISTS on purpose: a pre-existing schema of that name (possibly
+-- owned by someone else) must make CREATE EXTENSION fail, not be adopted.
+CREATE SCHEMA sqs_loader;
+REVOKE ALL ON SCHEMA sqs_loader FROM PUBLIC;
+COMMENT ON SCHEMA sqs_loader IS
+  'Private state of the sqs_loader extension (token key, vault, bookkeeping, audit). No access for PUBLIC.';
+
+-- ---------------------------------------------------------------- masking state
+
+CREATE TABLE sqs_loader.token_key (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    secret     bytea NOT NULL CHECK (length(secret) = 32),
+    key_id     text NOT NULL,
+    origin     text NOT NULL CHECK (origin IN ('generated', 'set')),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sqs_loader.token_key IS
+  'The HMAC-SHA256 key that turns PII into tokens (one row). Superuser only. Dumped by pg_dump: protect dumps like the data.';
+
+CREATE TABLE sqs_loader.rsa_keys (
+    fingerprint  text PRIMARY KEY,
+    public_key   text NOT NULL,
+    bits         integer NOT NULL,
+    active       boolean NOT NULL DEFAULT false,
+    installed_at timestamptz NOT NULL DEFAULT now(),
+    retired_at   timestamptz
+);
+CREATE UNIQUE INDEX rsa_keys_one_active ON sqs_loader.rsa_keys (active) WHERE active;
+COMMENT ON TABLE sqs_loader.rsa_keys IS
+  'RSA public keys data keys are wrapped under; the active one wraps new data keys. Private keys are never stored.';
+COMMENT ON INDEX sqs_loader.rsa_keys_one_active IS 'At most one active RSA public key.';
+
+CREATE TABLE sqs_loader.data_keys (
+    id              bigint PRIMARY KEY,
+    token_key_id    text NOT NULL,
+    rsa_fingerprint text NOT NULL REFERENCES sqs_loader.rsa_keys (fingerprint),
+    wrapped_key     bytea NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX data_keys_rsa_fingerprint ON sqs_loader.data_keys (rsa_fingerprint);
+COMMENT ON TABLE sqs_loader.data_keys IS
+  'AES-256 data keys, stored only wrapped with RSA-OAEP-SHA256 under an RSA public key (one per loading session).';
+COMMENT ON INDEX sqs_loader.data_keys_rsa_fingerprint IS 'Finds the data keys a rotation must re-wrap.';
+
+CREATE TABLE sqs_loader.vault (
+    token       text PRIMARY KEY,
+    data_key_id bigint NOT NULL,
+    sealed      bytea NOT NULL
+);
+COMMENT ON TABLE sqs_loader.vault IS
+  'One row per distinct masked value: nonce || AES-256-GCM(value), the token as associated data.';
+
+CREATE TABLE sqs_loader.erased (
+    token     text PRIMARY KEY,
+    erased_at timestamptz NOT NULL DEFAULT now(),
+    erased_by text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE sqs_loader.erased IS
+  'Tokens whose values were erased with forget_pii(): never stored in the vault again.';
+
+CREATE TABLE sqs_loader.unmask_audit (
+    audit_id          bigint PRIMARY KEY,
+    at                timestamptz NOT NULL DEFAULT clock_timestamp(),
+    session_user_name text NOT NULL,
+    role_name         text NOT NULL,
+    token             text,
+    outcome           text NOT NULL
+);
+CREATE INDEX unmask_audit_at ON sqs_loader.unmask_audit (at);
+COMMENT ON TABLE sqs_loader.unmask_audit IS
+  'Every unmask_pii() call, written in its own transaction before any value is returned (callers cannot roll it back).';
+COMMENT ON INDEX sqs_loader.unmask_audit_at IS 'Audit rows by time.';
+
+-- ---------------------------------------------------------------- loading state
+
+CREATE TABLE sqs_loader.processed_messages (
+    message_id   text PRIMARY KEY,
+    outcome      text NOT NULL CHECK (outcome IN ('loaded', 'rejected')),
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    run_id       bigint
+);
+CREATE INDEX processed_messages_processed_at ON sqs_loader.processed_messages (processed_at);
+COMMENT ON TABLE sqs_loader.processed_messages IS
+  'SQS MessageIds already loaded or rejected, committed with their rows: a redelivered message is skipped. Pruned after sqs_loader.dedup_retention_days.';
+COMMENT ON INDEX sqs_loader.processed_messages_processed_at IS 'Pruning by age.';
+
+CREATE TABLE sqs_loader.rejected_messages (
+    message_id  text PRIMARY KEY,
+    queue_url   text NOT NULL,
+    sent_at     timestamptz,
+    rejected_at timestamptz NOT NULL DEFAULT now(),
+    reason      text NOT NULL,
+    detail      text,
+    body        text NOT NULL,
+    run_id      bigint
+);
+CREATE INDEX rejected_messages_reason ON sqs_loader.rejected_messages (reason);
+COMMENT ON TABLE sqs_loader.rejected_messages IS
+  'Messages that are not valid login events, with the reason and the raw body (which may hold PII: superuser only by default).';
+COMMENT ON INDEX sqs_loader.rejected_messages_reason IS 'Rejections by reason.';
+
+CREATE TABLE sqs_loader.load_runs (
+    run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_url   text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ended_at    timestamptz,
+    status      text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
+    received    bigint NOT NULL DEFAULT 0,
+    loaded      bigint NOT NULL DEFAULT 0,
+    rejected    bigint NOT NULL DEFAULT 0,
+    skipped     bigint NOT NULL DEFAULT 0,
+    deleted     bigint NOT NULL DEFAULT 0,
+    error       text,
+    backend_pid integer NOT NULL DEFAULT pg_backend_pid(),
+    run_by      text NOT NULL DEFAULT session_user
+);
+CREATE INDEX load_runs_started_at ON sqs_loader.load_runs (started_at);
+COMMENT ON TABLE sqs_loader.load_runs IS
+  'One row per load_user_logins() run: start, end, counts and any error. A run left "running" by a crash shows in load_health as aborted.';
+COMMENT ON INDEX sqs_loader.load_runs_started_at IS 'Recent runs.';
+
+CREATE TYPE sqs_loader.batch_row AS (
+    message_id    text,
+    sent_at       timestamptz,
+    body          text,
+    user_id       text,
+    device_type   text,
+    ip            text,
+    locale        text,
+    device_id     text,
+    app_version   integer,
+    reject_reason text,
+    reject_detail text
+);
+COMMENT ON TYPE sqs_loader.batch_row IS 'One received message, parsed: the unit of sqs_loader.load_batch().';
+
+-- pg_dump dumps the data of these extension tables; a restore gets them back.
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.token_key', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.rsa_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.data_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.vault', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.erased', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.unmask_audit', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.processed_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.rejected_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.load_runs', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sqs_loader.load_runs', 'run_id'), '');
+
+-- ---------------------------------------------------------------- user_logins
+-- Exactly the owners' DDL. An existing table of that shape (e.g. made by the take-home's
+-- Postgres image) is used as is. (Not `CREATE TABLE IF NOT EXISTS`: since CVE-2022-2625 an
+-- extension script may not skip over an object it does not own.) The table is never a member
+-- of the extension: DROP EXTENSION does not drop it, and pg_dump dumps it like any table.
+DO $user_logins$
+DECLARE
+    missing text;
+    owner_is_trusted boolean;
+BEGIN
+    IF pg_catalog.to_regclass('@extschema@.user_logins') IS NULL THEN
+        CREATE TABLE @extschema@.user_logins(
+            user_id varchar(128),
+            device_type varchar(32),
+            masked_ip varchar(256),
+            masked_device_id varchar(256),
+            locale varchar(32),
+            app_version integer,
+            create_date date
+        );
+        ALTER EXTENSION sqs_loader DROP TABLE @extschema@.user_logins;
+        COMMENT ON TABLE @extschema@.user_logins IS
+          'User-login events loaded from SQS by load_user_logins(); masked_ip and masked_device_id are sqs_loader tokens.';
+        RETURN;
+    END IF;
+    SELECT string_agg(format('%s %s', c.col, c.want), ', ') INTO missing
+      FROM (VALUES ('user_id', 'varchar'), ('device_type', 'varchar'), ('masked_ip', 'varchar'),
+                   ('masked_device_id', 'varchar'), ('locale', 'varchar'), ('app_version', 'integer'),
+                   ('create_date', 'date')) AS c(col, want)
+     WHERE NOT EXISTS (
+           SELECT 1 FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = '@extschema@.user_logins'::regclass AND a.attname = c.col AND NOT a.attisdropped
+              AND CASE c.want
+                    WHEN 'varchar' THEN a.atttypid IN ('varchar'::regtype, 'text'::regtype)
+                    WHEN 'integer' THEN a.atttypid IN ('int4'::regtype, 'int8'::regtype)
+                    ELSE a.atttypid = 'date'::regtype END);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'table @extschema@.user_logins exists but does not have the expected shape'
+            USING ERRCODE = '42P16', DETAIL = format('missing or mistyped columns: %s', missing),
+                  HINT = 'Rename the existing table, or create the extension in another schema.';
+    END IF;
+    SELECT r.rolsuper OR r.oid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+      INTO owner_is_trusted
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+     WHERE c.oid = '@extschema@.user_logins'::regclass;
+    IF NOT owner_is_trusted THEN
+        RAISE WARNING 'existing table @extschema@.user_logins is owned by a role that is not a superuser'
+            USING HINT = 'Its owner can attach triggers that run as whoever calls load_user_logins(). '
+                         'Make a superuser own it, or run the loader as that owner.';
+    END IF;
+END
+$user_logins$;

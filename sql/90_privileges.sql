@@ -1,0 +1,57 @@
+-- Privileges and comments for everything above (runs last).
+--
+-- Not for PUBLIC: reaching the network and consuming queues (sqs_*), minting tokens (mask_pii*
+-- is a guessing oracle for low-entropy values such as IPv4 addresses), revealing values
+-- (unmask_pii), changing keys, erasing, loading. Grant them to chosen roles; see the README.
+REVOKE EXECUTE ON FUNCTION
+    @extschema@.sqs_pull(text, integer, integer, integer),
+    @extschema@.sqs_delete(text, text[]),
+    @extschema@.sqs_send(text, text[]),
+    @extschema@.sqs_create_queue(text, jsonb),
+    @extschema@.sqs_queue_attributes(text),
+    @extschema@.mask_pii(text),
+    @extschema@.mask_pii_batch(text[]),
+    @extschema@.unmask_pii(text, text),
+    @extschema@.unmask_pii(text, text, text),
+    @extschema@.set_token_key(bytea),
+    @extschema@.set_rsa_public_key(text),
+    @extschema@.rotate_rsa_key(text, text, text),
+    @extschema@.forget_pii(text)
+FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE
+    @extschema@.load_user_logins(text, integer, integer, bigint, bigint, bigint, bigint, bigint)
+FROM PUBLIC;
+REVOKE ALL ON @extschema@.load_health FROM PUBLIC;
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA sqs_loader FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA sqs_loader FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA sqs_loader FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.sqs_pull(text, integer, integer, integer) IS
+  'Receive up to n messages from an SQS queue (parallel ReceiveMessage calls of <= 10, stops when the queue is empty). Messages stay in the queue until deleted.';
+COMMENT ON FUNCTION @extschema@.sqs_delete(text, text[]) IS
+  'Delete messages by receipt handle (DeleteMessageBatch, chunks of 10 in parallel); returns how many were deleted; failed entries raise a WARNING.';
+COMMENT ON FUNCTION @extschema@.sqs_send(text, text[]) IS
+  'Send messages (SendMessageBatch, chunks of <= 10 and <= 256 KiB in parallel); returns how many were sent; failed entries raise a WARNING.';
+COMMENT ON FUNCTION @extschema@.sqs_create_queue(text, jsonb) IS
+  'Create a queue if it does not exist (idempotent) and return its URL. Optional attributes, e.g. {"VisibilityTimeout": "60"}.';
+COMMENT ON FUNCTION @extschema@.sqs_queue_attributes(text) IS
+  'All attributes of a queue as jsonb (ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, ...).';
+COMMENT ON FUNCTION @extschema@.mask_pii(text) IS
+  'Token of a value: deterministic (equal values, equal tokens), keyed (no guessing without the token key), recoverable only with the RSA private key. NULL in, NULL out.';
+COMMENT ON FUNCTION @extschema@.mask_pii_batch(text[]) IS
+  'Tokens of many values with one vault upsert: one (value, token) row per distinct non-null value.';
+COMMENT ON FUNCTION @extschema@.app_version_int(text) IS
+  'Pack a version "major[.minor[.patch]]" as major*1000000 + minor*1000 + patch (order-preserving, collision-free).';
+COMMENT ON FUNCTION @extschema@.app_version_text(integer) IS
+  'The "major.minor.patch" text of a packed app_version.';
+COMMENT ON FUNCTION sqs_loader.version() IS 'The sqs_loader library version (calling it loads the library and its settings).';
+COMMENT ON FUNCTION sqs_loader.parse_login(text) IS
+  'Validate and flatten a message body; reject_reason/reject_detail are set when it is not a login event.';
+COMMENT ON FUNCTION sqs_loader.reject_reasons() IS 'Every rejection reason and what it means.';
+COMMENT ON FUNCTION sqs_loader.new_token_key() IS '32 random bytes from the OS CSPRNG.';
+COMMENT ON FUNCTION sqs_loader.token_key_id(bytea) IS 'Public identifier of a token key (not the key).';
+COMMENT ON FUNCTION sqs_loader.rsa_key_info(text) IS 'Validate an RSA public key; its fingerprint, normalised PEM and bits.';
+COMMENT ON FUNCTION sqs_loader.private_key_fingerprint(text, text) IS 'Fingerprint of the public half of an RSA private key.';
+COMMENT ON FUNCTION sqs_loader.unseal(text, bytea, bytea, text, text) IS 'Decrypt one vault entry with an RSA private key (internal).';
+COMMENT ON FUNCTION sqs_loader.rewrap(bytea, text, text, text) IS 'Re-wrap a data key under a new RSA public key (internal).';
+COMMENT ON FUNCTION sqs_loader.audit_unmask(text, text) IS 'Commit an unmask audit row from a background worker (internal).';

@@ -1,0 +1,209 @@
+//! The database side of masking: token key and data keys via SPI, bulk vault upsert.
+//!
+//! A backend keeps one data key in memory (its plaintext never leaves the process; the
+//! database holds it only wrapped under the RSA public key). It is replaced after
+//! `DATA_KEY_USES` values, or when its row is gone (the transaction that created it aborted).
+
+use crate::error;
+use crate::mask::{self, MaskError, KEY_LEN};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+/// Values sealed under one data key before a new one is made (random 96-bit nonces stay far
+/// below the 2^32 AES-GCM bound).
+const DATA_KEY_USES: u64 = 1_000_000;
+
+struct CachedDataKey {
+    id: i64,
+    key: [u8; KEY_LEN],
+    token_key_id: String,
+    uses: u64,
+}
+
+thread_local! {
+    static DATA_KEY: RefCell<Option<CachedDataKey>> = const { RefCell::new(None) };
+}
+
+fn state_err(message: String, hint: &'static str) -> MaskError {
+    MaskError::State { message, hint }
+}
+
+fn spi_err(e: pgrx::spi::SpiError) -> MaskError {
+    MaskError::Corrupt(format!("SPI: {e}"))
+}
+
+/// The token key, after checking it is the one the vault was built with; and whether the cached
+/// data key `cached_dk` is still usable (its row exists, wrapped under the active RSA key).
+fn token_key(
+    client: &SpiClient<'_>,
+    cached_dk: i64,
+) -> Result<(mask::TokenKey, String, bool), MaskError> {
+    let rows = client
+        .select(
+            "SELECT k.secret, k.key_id,
+                    (SELECT d.token_key_id FROM sqs_loader.data_keys d LIMIT 1),
+                    EXISTS (SELECT 1 FROM sqs_loader.data_keys d
+                              JOIN sqs_loader.rsa_keys r ON r.fingerprint = d.rsa_fingerprint
+                             WHERE d.id = $1 AND r.active)
+               FROM sqs_loader.token_key k",
+            Some(2),
+            &[cached_dk.into()],
+        )
+        .map_err(spi_err)?;
+    if rows.len() != 1 {
+        return Err(state_err(
+            "no token key is installed".into(),
+            "A database restored without sqs_loader.token_key cannot mint matching tokens: restore the key \
+             with sqs_loader.set_token_key(), or re-create the extension for a new, empty vault.",
+        ));
+    }
+    let row = rows.first();
+    let secret: Vec<u8> = row.get(1).map_err(spi_err)?.unwrap_or_default();
+    let key_id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
+    let vault_key_id: Option<String> = row.get(3).map_err(spi_err)?;
+    let dk_exists: bool = row.get(4).map_err(spi_err)?.unwrap_or(false);
+    let key = mask::TokenKey::from_bytes(&secret)?;
+    if key.id() != key_id {
+        return Err(MaskError::Corrupt(
+            "sqs_loader.token_key: key_id does not match the key".into(),
+        ));
+    }
+    if let Some(v) = vault_key_id {
+        if v != key_id {
+            return Err(state_err(
+                format!("the installed token key ({key_id}) is not the one the vault was built with ({v})"),
+                "The database was probably restored without its token key. Restore that key with \
+                 sqs_loader.set_token_key(); masking now would silently produce different tokens.",
+            ));
+        }
+    }
+    Ok((key, key_id, dk_exists))
+}
+
+/// Make a data key, wrap it under the active RSA public key, store it.
+fn new_data_key(
+    client: &mut SpiClient<'_>,
+    token_key_id: &str,
+) -> Result<CachedDataKey, MaskError> {
+    // FOR SHARE: a concurrent rotation waits for us, then re-wraps this key as well.
+    const ACTIVE: &str =
+        "SELECT fingerprint, public_key FROM sqs_loader.rsa_keys WHERE active FOR SHARE";
+    let mut active: Option<(String, String)> = None;
+    // Twice: after waiting for a rotation's lock, the old key is gone from our snapshot and the
+    // new one only visible to a new statement.
+    for _ in 0..2 {
+        let rows = client.update(ACTIVE, Some(1), &[]).map_err(spi_err)?;
+        if !rows.is_empty() {
+            let row = rows.first();
+            active = Some((
+                row.get(1).map_err(spi_err)?.unwrap_or_default(),
+                row.get(2).map_err(spi_err)?.unwrap_or_default(),
+            ));
+            break;
+        }
+    }
+    let Some((fingerprint, pem)) = active else {
+        return Err(state_err(
+            "no RSA public key is installed, so masked values could never be recovered".into(),
+            "Install one with SELECT set_rsa_public_key(pg_read_file(...)) or from psql: \
+             \\set pub `cat public_key.pem` then SELECT set_rsa_public_key(:'pub');",
+        ));
+    };
+    let public = mask::parse_public_key(&pem)?;
+    let key = mask::new_key();
+    let wrapped = mask::wrap(&public, &key);
+    let id = (getrandom::u64().map_err(|e| MaskError::Corrupt(e.to_string()))? >> 1) as i64;
+    client
+        .update(
+            "INSERT INTO sqs_loader.data_keys(id, token_key_id, rsa_fingerprint, wrapped_key) VALUES ($1, $2, $3, $4)",
+            None,
+            &[id.into(), token_key_id.into(), fingerprint.into(), wrapped.into()],
+        )
+        .map_err(spi_err)?;
+    Ok(CachedDataKey {
+        id,
+        key,
+        token_key_id: token_key_id.to_string(),
+        uses: 0,
+    })
+}
+
+/// Mask distinct values: tokens for all, and one vault upsert (`ON CONFLICT DO NOTHING`) for
+/// those not yet stored. Erased tokens are never stored again.
+fn mask_distinct(values: &[&str]) -> Result<BTreeMap<String, String>, MaskError> {
+    Spi::connect_mut(|client| {
+        let cached = DATA_KEY
+            .with(|d| d.borrow().as_ref().map(|k| k.id))
+            .unwrap_or(-1);
+        let (tk, tk_id, dk_exists) = token_key(client, cached)?;
+        let reuse = dk_exists
+            && DATA_KEY.with(|d| {
+                d.borrow().as_ref().is_some_and(|k| {
+                    k.token_key_id == tk_id && k.uses + values.len() as u64 <= DATA_KEY_USES
+                })
+            });
+        if !reuse {
+            let dk = new_data_key(client, &tk_id)?;
+            DATA_KEY.with(|d| *d.borrow_mut() = Some(dk));
+        }
+        let (dk_id, dk_key) = DATA_KEY.with(|d| {
+            let mut d = d.borrow_mut();
+            let k = d.as_mut().expect("data key set above");
+            k.uses += values.len() as u64;
+            (k.id, k.key)
+        });
+        let mut by_token: BTreeMap<String, String> = BTreeMap::new();
+        let mut tokens = Vec::with_capacity(values.len());
+        let mut sealed = Vec::with_capacity(values.len());
+        let mut pairs: Vec<(String, &str)> = values.iter().map(|v| (tk.token(v), *v)).collect();
+        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
+        pairs.sort();
+        for (t, v) in pairs {
+            sealed.push(mask::seal(&dk_key, &t, v.as_bytes()));
+            tokens.push(t.clone());
+            by_token.insert(v.to_string(), t);
+        }
+        client
+            .update(
+                "INSERT INTO sqs_loader.vault(token, data_key_id, sealed)
+                 SELECT u.t, $2, u.s FROM unnest($1::text[], $3::bytea[]) AS u(t, s)
+                  WHERE NOT EXISTS (SELECT 1 FROM sqs_loader.erased e WHERE e.token = u.t)
+                 ON CONFLICT (token) DO NOTHING",
+                None,
+                &[tokens.into(), dk_id.into(), sealed.into()],
+            )
+            .map_err(spi_err)?;
+        Ok(by_token)
+    })
+}
+
+/// Tokens for `values` (aligned; NULL stays NULL).
+pub fn mask_values(values: &[Option<String>]) -> Vec<Option<String>> {
+    let mut distinct: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.is_empty() {
+        return values.iter().map(|_| None).collect();
+    }
+    let map = mask_distinct(&distinct).unwrap_or_else(|e| error::mask(e));
+    values
+        .iter()
+        .map(|v| v.as_ref().map(|v| map[v].clone()))
+        .collect()
+}
+
+/// Pairs (value, token) for the distinct non-null values.
+pub fn mask_pairs(values: &[Option<String>]) -> Vec<(String, String)> {
+    let mut distinct: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.is_empty() {
+        return vec![];
+    }
+    mask_distinct(&distinct)
+        .unwrap_or_else(|e| error::mask(e))
+        .into_iter()
+        .collect()
+}
