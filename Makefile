@@ -1,0 +1,27 @@
+# sqs_loader: see README.md. Every target works from a fresh Debian 12 machine (it installs
+# what is missing). Servers listen on 127.0.0.1 only; `make stop` stops them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+DEMO_PGPORT ?= 55432
+PSQL := /usr/lib/postgresql/15/bin/psql -X -h 127.0.0.1 -p $(DEMO_PGPORT) -U postgres -d postgres
+
+.PHONY: help deps install demo start stop test create_key etl health_check psql lint
+
+help: ## list the targets
+	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## install apt packages, cargo-pgrx, LocalStack (idempotent)
+	@bash scripts/deps.sh
+
+install: deps ## build (release) and install the extension into PostgreSQL 15
+	@cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(filter 0,$(shell id -u)),,--sudo) >/dev/null
+
+test: ## run the whole test suite (unit, #[pg_test], integration against LocalStack and moto)
+	@bash scripts/test.sh
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --all-targets --features pg_test -- -D warnings

@@ -1,0 +1,323 @@
+//! Harness for the client-side integration tests: a throwaway PostgreSQL 15 cluster with
+//! sqs_loader installed and pg_cron preloaded, and local SQS emulators, all on 127.0.0.1.
+//! `scripts/test.sh` starts them and passes their coordinates in SQS_LOADER_IT_* variables.
+//!
+//! Each test gets its own database (and its own queues), so tests run in parallel. Tests that
+//! restart or crash the server take the exclusive side of [`cluster_lock`].
+
+use postgres::{Client, NoTls};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+pub struct Env {
+    pub pgport: u16,
+    pub pgbin: String,
+    pub pgdata: String,
+    pub pg_os_user: String,
+    pub cron_db: String,
+    pub localstack: String,
+    pub moto: String,
+    pub moto_key: String,
+    pub moto_secret: String,
+    /// STS temporary credentials (with a session token) for the same moto user.
+    pub moto_temp: (String, String, String),
+    pub root: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests through `make test` (scripts/test.sh)")
+    })
+}
+
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let creds = std::fs::read_to_string(var("SQS_LOADER_IT_MOTO_CREDENTIALS"))
+            .expect("moto credentials file");
+        let get = |k: &str| {
+            creds
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing in moto credentials"))
+                .to_string()
+        };
+        Env {
+            pgport: var("SQS_LOADER_IT_PGPORT").parse().unwrap(),
+            pgbin: var("SQS_LOADER_IT_PGBIN"),
+            pgdata: var("SQS_LOADER_IT_PGDATA"),
+            pg_os_user: var("SQS_LOADER_IT_PG_OS_USER"),
+            cron_db: var("SQS_LOADER_IT_CRON_DB"),
+            localstack: var("SQS_LOADER_IT_LOCALSTACK"),
+            moto: var("SQS_LOADER_IT_MOTO"),
+            moto_key: get("MOTO_ACCESS_KEY_ID"),
+            moto_secret: get("MOTO_SECRET_ACCESS_KEY"),
+            moto_temp: (
+                get("MOTO_TEMP_ACCESS_KEY_ID"),
+                get("MOTO_TEMP_SECRET_ACCESS_KEY"),
+                get("MOTO_TEMP_SESSION_TOKEN"),
+            ),
+            root: var("SQS_LOADER_IT_ROOT"),
+        }
+    })
+}
+
+/// Shared by ordinary tests; exclusive for tests that stop or crash the server.
+pub fn cluster_lock() -> &'static RwLock<()> {
+    static L: RwLock<()> = RwLock::new(());
+    &L
+}
+
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    cluster_lock().read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    cluster_lock().write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn connect(db: &str) -> Client {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db} application_name=sqs_loader_it",
+        env().pgport
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Client::connect(&conn, NoTls) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot connect to {db}: {e}"),
+        }
+    }
+}
+
+pub fn random_suffix() -> String {
+    format!("{:08x}", getrandom::u32().unwrap())
+}
+
+/// A database of its own with the extension created, an RSA key installed, and the cluster's
+/// LocalStack as endpoint for queue creation. Dropped at the end of the test.
+pub struct TestDb {
+    pub name: String,
+    pub private_key: String,
+}
+
+impl TestDb {
+    pub fn new(prefix: &str) -> TestDb {
+        let name = format!("it_{prefix}_{}", random_suffix());
+        Self::create(&name);
+        let mut c = connect(&name);
+        c.batch_execute("CREATE EXTENSION sqs_loader").unwrap();
+        let (private, public) = keypair();
+        c.execute("SELECT set_rsa_public_key($1)", &[&public])
+            .unwrap();
+        // Short visibility timeouts make redelivery quick to observe.
+        c.batch_execute(&format!(
+            "ALTER DATABASE {name} SET sqs_loader.visibility_timeout = 5"
+        ))
+        .unwrap();
+        TestDb {
+            name,
+            private_key: private,
+        }
+    }
+
+    pub fn create(name: &str) {
+        let mut admin = connect("postgres");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+    }
+
+    pub fn client(&self) -> Client {
+        connect(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("keeping database {} for inspection", self.name);
+            return;
+        }
+        if let Ok(mut admin) = Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                env().pgport
+            ),
+            NoTls,
+        ) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// A fresh RSA key pair (PKCS#8 private, SPKI public) made with openssl.
+pub fn keypair() -> (String, String) {
+    let dir = std::env::temp_dir().join(format!("sqs_loader_it_key_{}", random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let private = dir.join("private.pem");
+    let public = dir.join("public.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&private)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl failed");
+    let out = (
+        std::fs::read_to_string(&private).unwrap(),
+        std::fs::read_to_string(&public).unwrap(),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+/// Create a queue on LocalStack through the extension; returns its URL.
+pub fn create_queue(c: &mut Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", random_suffix());
+    c.batch_execute(&format!("SET sqs_loader.endpoint = '{}'", env().localstack))
+        .unwrap();
+    let url: String = c
+        .query_one("SELECT sqs_create_queue($1)", &[&name])
+        .unwrap()
+        .get(0);
+    c.batch_execute("RESET sqs_loader.endpoint").unwrap();
+    url
+}
+
+/// Send bodies through the extension (asserting they were all sent).
+pub fn send(c: &mut Client, url: &str, bodies: &[String]) {
+    for chunk in bodies.chunks(5000) {
+        let n: i32 = c
+            .query_one("SELECT sqs_send($1, $2)", &[&url, &chunk])
+            .unwrap()
+            .get(0);
+        assert_eq!(n as usize, chunk.len(), "sqs_send");
+    }
+}
+
+pub fn sample_messages() -> Vec<String> {
+    std::fs::read_to_string(format!("{}/data/sample_login_messages.jsonl", env().root))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Valid login events with distinct user ids (and IPs drawn from `ip_space` addresses).
+pub fn login_events(n: usize, tag: &str, ip_space: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let ip = i % ip_space.max(1);
+            format!(
+                r#"{{"user_id":"{tag}-{i}","app_version":"2.{}.{}","device_type":"ios","ip":"10.{}.{}.{}","locale":"RU","device_id":"{:03}-{:02}-{:04}"}}"#,
+                i % 10,
+                i % 7,
+                (ip >> 16) & 255,
+                (ip >> 8) & 255,
+                ip & 255,
+                i % 1000,
+                i % 100,
+                i % 10_000
+            )
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCounts {
+    pub received: i64,
+    pub loaded: i64,
+    pub rejected: i64,
+    pub skipped: i64,
+}
+
+/// CALL load_user_logins(url) and return its counts.
+pub fn load(c: &mut Client, url: &str) -> RunCounts {
+    let r = c.query_one("CALL load_user_logins($1)", &[&url]).unwrap();
+    RunCounts {
+        received: r.get(0),
+        loaded: r.get(1),
+        rejected: r.get(2),
+        skipped: r.get(3),
+    }
+}
+
+pub fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Messages visible + in flight in a queue.
+pub fn queue_depth(c: &mut Client, url: &str) -> (i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT (a->>'ApproximateNumberOfMessages')::bigint, (a->>'ApproximateNumberOfMessagesNotVisible')::bigint
+               FROM sqs_queue_attributes($1) a",
+            &[&url],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// A command run as the cluster's OS user.
+pub fn as_pg_user(program: &str) -> std::process::Command {
+    let e = env();
+    let me = std::env::var("USER").unwrap_or_default();
+    if me == e.pg_os_user {
+        std::process::Command::new(program)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", "-u", &e.pg_os_user, "--", program]);
+        c
+    }
+}
+
+/// Run pg_ctl as the cluster's OS user.
+pub fn pg_ctl(args: &[&str]) {
+    let e = env();
+    let status = as_pg_user(&format!("{}/pg_ctl", e.pgbin))
+        .args(["-D", &e.pgdata])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_ctl {args:?}");
+}
+
+/// Wait until `f` returns true, polling; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

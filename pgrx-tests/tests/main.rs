@@ -1,0 +1,5 @@
+//! Client-side integration tests: a real PostgreSQL cluster with sqs_loader, real SQS emulators.
+//! Run through `make test`.
+
+mod etl;
+mod sqs;

@@ -1,0 +1,258 @@
+//! The sqs_* functions against things #[pg_test] cannot do: hanging endpoints cancelled from
+//! another connection, signature checking (moto), credentials from instance metadata.
+
+use sqs_loader_it::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers.
+fn hanging_endpoint() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+fn sqlstate(e: &postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+#[test]
+fn statement_timeout_stops_a_call_to_a_hanging_endpoint() {
+    let _g = shared();
+    let db = TestDb::new("hang");
+    let mut c = db.client();
+    let port = hanging_endpoint();
+    c.batch_execute("SET sqs_loader.http_timeout_ms = 600000; SET statement_timeout = '1s'")
+        .unwrap();
+    let t = Instant::now();
+    let err = c
+        .query(
+            &format!("SELECT * FROM sqs_pull('http://127.0.0.1:{port}/000000000000/q', 1)"),
+            &[],
+        )
+        .unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(sqlstate(&err), "57014", "{err}");
+    assert!(
+        took < Duration::from_secs(3),
+        "statement_timeout=1s ended the call after {took:?}"
+    );
+    // The session is fine afterwards.
+    c.batch_execute("RESET statement_timeout").unwrap();
+    assert_eq!(c.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0), 1);
+}
+
+#[test]
+fn pg_cancel_backend_and_terminate_stop_a_hanging_call() {
+    let _g = shared();
+    let db = TestDb::new("cancel");
+    let port = hanging_endpoint();
+    let mut other = db.client();
+    let started: std::time::SystemTime = other
+        .query_one("SELECT pg_postmaster_start_time()", &[])
+        .unwrap()
+        .get(0);
+    for action in ["pg_cancel_backend", "pg_terminate_backend"] {
+        let mut c = db.client();
+        c.batch_execute("SET sqs_loader.http_timeout_ms = 600000")
+            .unwrap();
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        let sql = format!("SELECT * FROM sqs_pull('http://127.0.0.1:{port}/000000000000/q', 1)");
+        let h = std::thread::spawn(move || {
+            let r = c.query(&sql, &[]);
+            (Instant::now(), r.map(|_| ()))
+        });
+        // Wait until the call is waiting on the endpoint.
+        wait_until(Duration::from_secs(10), "the call to start", || {
+            other
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%sqs_pull%'", &[&pid])
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        other
+            .execute(&format!("SELECT {action}($1)"), &[&pid])
+            .unwrap();
+        let (ended, result) = h.join().unwrap();
+        let err = result.unwrap_err();
+        let took = ended.duration_since(sent);
+        assert!(took < Duration::from_secs(1), "{action} took {took:?}");
+        if action == "pg_cancel_backend" {
+            assert_eq!(sqlstate(&err), "57014", "{err}");
+        }
+    }
+    // Terminating a backend that waits on I/O threads does not crash the server.
+    let now: std::time::SystemTime = other
+        .query_one("SELECT pg_postmaster_start_time()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(started, now, "the server restarted");
+}
+
+/// Drive one queue through send, pull, delete on moto, which verifies every SigV4 signature.
+fn moto_round_trip(c: &mut postgres::Client, protocol: &str) {
+    c.batch_execute(&format!(
+        "SET sqs_loader.protocol = '{protocol}'; SET sqs_loader.endpoint = '{}'",
+        env().moto
+    ))
+    .unwrap();
+    let name = format!("it-moto-{protocol}-{}", random_suffix());
+    let url: String = c
+        .query_one("SELECT sqs_create_queue($1)", &[&name])
+        .unwrap()
+        .get(0);
+    c.batch_execute("RESET sqs_loader.endpoint").unwrap();
+    let bodies: Vec<String> = (0..15)
+        .map(|i| format!("{{\"i\":{i},\"s\":\"<&>é\"}}"))
+        .collect();
+    send(c, &url, &bodies);
+    let rows = c
+        .query(
+            "SELECT receipt_handle, body FROM sqs_pull($1, 15, 30)",
+            &[&url],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 15, "{protocol}");
+    let handles: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let deleted: i32 = c
+        .query_one("SELECT sqs_delete($1, $2)", &[&url, &handles])
+        .unwrap()
+        .get(0);
+    assert_eq!(deleted, 15);
+    assert_eq!(queue_depth(c, &url), (0, 0));
+}
+
+#[test]
+fn signatures_verified_by_moto_in_both_protocols() {
+    let _g = shared();
+    let db = TestDb::new("moto");
+    let mut c = db.client();
+    let e = env();
+    c.batch_execute(&format!(
+        "SET sqs_loader.aws_access_key_id = '{}'; SET sqs_loader.aws_secret_access_key = '{}'",
+        e.moto_key, e.moto_secret
+    ))
+    .unwrap();
+    moto_round_trip(&mut c, "json");
+    moto_round_trip(&mut c, "query");
+    // A wrong secret: moto refuses the signature; a clear error without the secret in it.
+    c.batch_execute("SET sqs_loader.aws_secret_access_key = 'WRONGwrongWRONGwrong'; SET sqs_loader.protocol = 'json'")
+        .unwrap();
+    let err = c
+        .query(
+            &format!("SELECT * FROM sqs_pull('{}/123456789012/x', 1)", e.moto),
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    let text = format!("{err:?}");
+    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+    assert!(
+        !text.contains("WRONGwrong") && !text.contains(&e.moto_secret),
+        "secret in the error: {text}"
+    );
+}
+
+/// A fake IMDSv2 endpoint handing out moto's temporary credentials (with their session token).
+fn fake_imds((key, secret, token): (String, String, String)) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut has_token = false;
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                let h = h.trim_end().to_ascii_lowercase();
+                if h.is_empty() {
+                    break;
+                }
+                has_token |= h.starts_with("x-aws-ec2-metadata-token:");
+                if let Some(v) = h.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let (status, body) = if line.starts_with("PUT /latest/api/token") {
+                (200, "IMDS-TOKEN".to_string())
+            } else if !has_token {
+                (401, String::new())
+            } else if line.starts_with("GET /latest/meta-data/iam/security-credentials/ ") {
+                (200, "loader-role".to_string())
+            } else if line
+                .starts_with("GET /latest/meta-data/iam/security-credentials/loader-role ")
+            {
+                (
+                    200,
+                    format!(
+                        r#"{{"Code":"Success","AccessKeyId":"{key}","SecretAccessKey":"{secret}","Token":"{token}","Expiration":"2099-01-01T00:00:00Z"}}"#
+                    ),
+                )
+            } else {
+                (404, String::new())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn credentials_from_instance_metadata_sign_requests_moto_accepts() {
+    let _g = shared();
+    let e = env();
+    let imds = fake_imds(e.moto_temp.clone());
+    // A second throwaway cluster whose server environment has no AWS keys, only the IMDS address.
+    let port = e.pgport + 10;
+    let name = format!("imds{}", random_suffix());
+    let script = format!("{}/scripts/pg.sh", e.root);
+    let start = std::process::Command::new("bash")
+        .args([&script, "start", &name, &port.to_string(), "imds"])
+        .env(
+            "PG_SERVER_ENV",
+            format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{imds}"),
+        )
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .status()
+        .unwrap();
+    assert!(start.success());
+    let result = std::panic::catch_unwind(|| {
+        let mut c = postgres::Client::connect(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=imds"),
+            postgres::NoTls,
+        )
+        .unwrap();
+        c.batch_execute("CREATE EXTENSION sqs_loader").unwrap();
+        moto_round_trip(&mut c, "json");
+    });
+    let _ = std::process::Command::new("bash")
+        .args([&script, "destroy", &name])
+        .status();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster on 127.0.0.1 with pg_cron preloaded.
+#   pg.sh start NAME PORT DBNAME   initdb if needed, start, create DBNAME (pg_cron lives there)
+#   pg.sh stop NAME                fast shutdown (no error when not running)
+#   pg.sh destroy NAME             stop and remove its directory
+# Extra environment for the server process: PG_SERVER_ENV="K=V K2=V2" (e.g. AWS credentials).
+# The superuser is `postgres`; local and 127.0.0.1 connections are trusted (loopback only).
+source "$(dirname "$0")/lib.sh"
+
+cmd=${1:-}; name=${2:-}
+[ -n "$cmd" ] && [ -n "$name" ] || die "usage: pg.sh start|stop|destroy NAME [PORT DBNAME]"
+dir=$RUN_DIR/pg-$name
+data=$dir/data; sock=$dir/sock; log=$dir/server.log
+
+ensure_os_user() {
+  id -u "$PG_OS_USER" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$PG_OS_USER"
+}
+
+running() { [ -f "$data/postmaster.pid" ] && as_pg_user "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+
+case "$cmd" in
+start)
+  port=${3:?port}; db=${4:?dbname}
+  ensure_os_user
+  mkdir -p "$RUN_DIR"; chmod 755 "$RUN_DIR"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    rm -rf "$dir"
+    install -d -o "$PG_OS_USER" -m 700 "$dir" "$data" "$sock"
+    chmod 755 "$dir" "$sock"
+    as_pg_user "$PG_BIN/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log"; die "initdb failed"; }
+    as_pg_user tee -a "$data/postgresql.conf" >/dev/null <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$sock'
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '$db'
+cron.host = '127.0.0.1'
+max_worker_processes = 16
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+  fi
+  if ! running; then
+    # shellcheck disable=SC2086
+    as_pg_user env ${PG_SERVER_ENV:-} "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+      || { tail -20 "$log"; die "postgres did not start"; }
+  fi
+  exists=$("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+    -c "SELECT 1 FROM pg_database WHERE datname = '$db'")
+  [ "$exists" = 1 ] || "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE \"$db\""
+  ;;
+stop)
+  if running; then as_pg_user "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
+  ;;
+destroy)
+  if running; then as_pg_user "$PG_BIN/pg_ctl" -D "$data" -m immediate -w stop >/dev/null || true; fi
+  rm -rf "$dir"
+  ;;
+*) die "unknown command $cmd" ;;
+esac

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Local SQS endpoints on 127.0.0.1 (no Docker):
+#   sqs.sh start localstack|moto|fauxqs     start it unless it already answers on its port
+#   sqs.sh stop  localstack|moto|fauxqs     stop it if this script started it
+# moto is started with signature checking on; its access key goes to $RUN_DIR/moto/credentials.
+source "$(dirname "$0")/lib.sh"
+cmd=${1:?start|stop}; which=${2:?localstack|moto|fauxqs}
+dir=$RUN_DIR/$which
+mkdir -p "$dir"
+
+case $which in
+  localstack) port=$LOCALSTACK_PORT; health="http://127.0.0.1:$port/_localstack/health" ;;
+  moto) port=$MOTO_PORT; health="http://127.0.0.1:$port/moto-api/" ;;
+  fauxqs) port=$FAUXQS_PORT; health="http://127.0.0.1:$port/health" ;;
+  *) die "unknown emulator $which" ;;
+esac
+answers() { curl -s -o /dev/null -m 2 "$health"; }
+
+start() {
+  if answers; then
+    [ "$which" != moto ] || [ -f "$dir/credentials" ] || die "something else listens on $port"
+    return 0
+  fi
+  case $which in
+    localstack)
+      # hypercorn: listens on 127.0.0.1 only (the default gateway binds every interface).
+      env GATEWAY_SERVER=hypercorn GATEWAY_LISTEN=127.0.0.1:$port LOCALSTACK_HOST=localhost:$port \
+        SERVICES=sqs SQS_ENDPOINT_STRATEGY=off DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 \
+        LOCALSTACK_VOLUME_DIR="$dir/volume" FILESYSTEM_ROOT="$dir/fs" \
+        setsid "$TOOLS_DIR/localstack/bin/python" -m localstack.runtime.main >"$dir/log" 2>&1 &
+      ;;
+    moto)
+      rm -f "$dir/credentials"
+      INITIAL_NO_AUTH_ACTION_COUNT=3 setsid "$TOOLS_DIR/moto/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &
+      ;;
+    fauxqs)
+      FAUXQS_PORT=$port FAUXQS_HOST=127.0.0.1 setsid node "$TOOLS_DIR/fauxqs/node_modules/fauxqs/dist/cli.js" >"$dir/log" 2>&1 &
+      ;;
+  esac
+  echo $! >"$dir/pid"
+  wait_for 90 answers || { tail -20 "$dir/log"; die "$which did not start on port $port"; }
+  if [ "$which" = moto ]; then
+    "$TOOLS_DIR/moto/bin/python" "$ROOT/scripts/moto_bootstrap.py" "http://127.0.0.1:$port" >"$dir/credentials"
+  fi
+}
+
+stop() {
+  [ -f "$dir/pid" ] || return 0
+  local pid; pid=$(cat "$dir/pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pid"
+}
+
+"$cmd"
