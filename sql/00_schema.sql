@@ -155,12 +155,18 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sq
 -- Postgres image) is used as is. (Not `CREATE TABLE IF NOT EXISTS`: since CVE-2022-2625 an
 -- extension script may not skip over an object it does not own.) The table is never a member
 -- of the extension: DROP EXTENSION does not drop it, and pg_dump dumps it like any table.
+-- While a dump is being restored the table is left to the dump, which creates it itself
+-- (pg_dump and pg_restore always SET row_security = off; sessions default to on).
+-- load_user_logins() creates it if it is still missing.
 DO $user_logins$
 DECLARE
     missing text;
     owner_is_trusted boolean;
 BEGIN
     IF pg_catalog.to_regclass('@extschema@.user_logins') IS NULL THEN
+        IF pg_catalog.current_setting('row_security') = 'off' THEN
+            RETURN;
+        END IF;
         CREATE TABLE @extschema@.user_logins(
             user_id varchar(128),
             device_type varchar(32),

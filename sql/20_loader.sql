@@ -122,6 +122,10 @@ BEGIN
     exit_when_empty := pg_catalog.current_setting('sqs_loader.exit_when_empty')::boolean;
     progress_every := pg_catalog.make_interval(secs => pg_catalog.current_setting('sqs_loader.progress_seconds')::integer);
     received := 0; loaded := 0; rejected := 0; skipped := 0;
+    -- Normally made by CREATE EXTENSION; missing after a partial restore.
+    CREATE TABLE IF NOT EXISTS @extschema@.user_logins(
+        user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+        masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date);
 
     INSERT INTO sqs_loader.load_runs (queue_url) VALUES (q) RETURNING load_runs.run_id INTO run_id;
     COMMIT;
@@ -155,31 +159,31 @@ BEGIN
         IF n = 0 THEN
             EXIT WHEN exit_when_empty;
             IF wait_s = 0 THEN PERFORM pg_catalog.pg_sleep(0.5); END IF;
-            CONTINUE;
-        END IF;
-        received := received + n;
-        loaded := loaded + b.loaded;
-        rejected := rejected + b.rejected;
-        skipped := skipped + b.skipped;
-        UPDATE sqs_loader.load_runs r
-           SET received = load_user_logins.received, loaded = load_user_logins.loaded,
-               rejected = load_user_logins.rejected, skipped = load_user_logins.skipped
-         WHERE r.run_id = load_user_logins.run_id;
-        COMMIT;
-        -- Only now, with the rows committed, are the messages deleted from the queue.
-        BEGIN
-            n_deleted := n_deleted + @extschema@.sqs_delete(q, handles);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
-                                    err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
-        END;
-        IF err_state IS NOT NULL THEN
-            -- The rows are committed; the undeleted messages will be recognised and skipped.
-            PERFORM sqs_loader.fail_run(run_id, err_state, err_msg);
-            UPDATE sqs_loader.load_runs r SET deleted = n_deleted WHERE r.run_id = load_user_logins.run_id;
+        ELSE
+            received := received + n;
+            loaded := loaded + b.loaded;
+            rejected := rejected + b.rejected;
+            skipped := skipped + b.skipped;
+            UPDATE sqs_loader.load_runs r
+               SET received = load_user_logins.received, loaded = load_user_logins.loaded,
+                   rejected = load_user_logins.rejected, skipped = load_user_logins.skipped
+             WHERE r.run_id = load_user_logins.run_id;
             COMMIT;
-            RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
-                DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
+            -- Only now, with the rows committed, are the messages deleted from the queue.
+            BEGIN
+                n_deleted := n_deleted + @extschema@.sqs_delete(q, handles);
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
+                                        err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
+            END;
+            IF err_state IS NOT NULL THEN
+                -- The rows are committed; the undeleted messages will be recognised and skipped.
+                PERFORM sqs_loader.fail_run(run_id, err_state, err_msg);
+                UPDATE sqs_loader.load_runs r SET deleted = n_deleted WHERE r.run_id = load_user_logins.run_id;
+                COMMIT;
+                RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
+                    DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
+            END IF;
         END IF;
         IF clock_timestamp() - last_progress >= progress_every THEN
             RAISE NOTICE 'load_user_logins: % received, % loaded, % rejected, % skipped so far',
@@ -225,9 +229,23 @@ $$;
 COMMENT ON FUNCTION sqs_loader.queue_depth(text) IS
   'Visible, in-flight and delayed message counts of a queue, or {"error": …} when it cannot be reached.';
 
+-- Late-bound (PL/pgSQL), so that the view does not depend on user_logins, which is not part
+-- of the extension and may be created after it (restores).
+CREATE FUNCTION sqs_loader.user_logins_rows() RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM @extschema@.user_logins);
+EXCEPTION WHEN undefined_table THEN
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.user_logins_rows() IS 'Rows in user_logins (NULL when the table does not exist).';
+
 CREATE VIEW @extschema@.load_health AS
 SELECT
-    (SELECT count(*) FROM @extschema@.user_logins) AS user_logins_rows,
+    sqs_loader.user_logins_rows() AS user_logins_rows,
     (SELECT coalesce(jsonb_object_agg(reason, n), '{}') FROM
         (SELECT reason, count(*) AS n FROM sqs_loader.rejected_messages GROUP BY reason) AS r) AS rejected_by_reason,
     (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.run_id DESC), '[]') FROM
