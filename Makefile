@@ -7,7 +7,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DEMO_PGPORT ?= 55432
 PSQL := /usr/lib/postgresql/15/bin/psql -X -h 127.0.0.1 -p $(DEMO_PGPORT) -U postgres -d postgres
 
-.PHONY: help deps install demo start stop test create_key etl health_check psql lint
+.PHONY: help deps install demo start stop clean test create_key etl health_check psql lint
 
 help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -17,6 +17,30 @@ deps: ## install apt packages, cargo-pgrx, LocalStack (idempotent)
 
 install: deps ## build (release) and install the extension into PostgreSQL 15
 	@cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(filter 0,$(shell id -u)),,--sudo) >/dev/null
+
+demo: ## the whole product on a local default: PostgreSQL + LocalStack, 100 sample messages, load, unmask
+	@bash scripts/demo.sh
+
+start: ## local PostgreSQL (pg_cron) + LocalStack, extension created, login-queue created and filled
+	@bash scripts/start.sh
+
+stop: ## stop what make start / make demo started
+	@bash scripts/stop.sh
+
+clean: stop ## stop and remove the local cluster and LocalStack data
+	@rm -rf /tmp/sqs_loader/pg-demo /tmp/sqs_loader/localstack
+
+create_key: ## write a new RSA key pair to keys/ (private key mode 0600)
+	@bash scripts/create_key.sh
+
+etl: ## CALL load_user_logins() on the local cluster
+	@$(PSQL) -c 'CALL load_user_logins()'
+
+health_check: ## rows loaded, rejects by reason, last runs, queue depth
+	@$(PSQL) -f scripts/health_check.sql
+
+psql: ## a psql session on the local cluster
+	@$(PSQL)
 
 test: ## run the whole test suite (unit, #[pg_test], integration against LocalStack and moto)
 	@bash scripts/test.sh

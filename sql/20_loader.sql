@@ -123,9 +123,11 @@ BEGIN
     progress_every := pg_catalog.make_interval(secs => pg_catalog.current_setting('sqs_loader.progress_seconds')::integer);
     received := 0; loaded := 0; rejected := 0; skipped := 0;
     -- Normally made by CREATE EXTENSION; missing after a partial restore.
-    CREATE TABLE IF NOT EXISTS @extschema@.user_logins(
-        user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
-        masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date);
+    IF pg_catalog.to_regclass('@extschema@.user_logins') IS NULL THEN
+        CREATE TABLE IF NOT EXISTS @extschema@.user_logins(
+            user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+            masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date);
+    END IF;
 
     INSERT INTO sqs_loader.load_runs (queue_url) VALUES (q) RETURNING load_runs.run_id INTO run_id;
     COMMIT;

@@ -1,5 +1,6 @@
 //! Client-side integration tests: a real PostgreSQL cluster with sqs_loader, real SQS emulators.
 //! Run through `make test`.
 
+mod docker;
 mod etl;
 mod sqs;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The demo: everything local, nothing but Debian packages, crates.io and PyPI needed.
+# Starts PostgreSQL and LocalStack (make start, queue left empty), then scripts/demo.sql
+# sends the 100 sample messages and shows the whole product. Safe to run again.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+NO_FILL=1 bash scripts/start.sh
+step "demo"
+"$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DEMO_PGPORT" -U postgres -d postgres \
+  -v pub="$(cat keys/public_key.pem)" -v priv="$(cat keys/private_key.pem)" -f scripts/demo.sql
+cat <<TXT
+
+The demo is still running. Connect with:
+    psql -h 127.0.0.1 -p $DEMO_PGPORT -U postgres postgres
+and try:  CALL load_user_logins();   SELECT * FROM load_health;   (make etl, make health_check)
+Stop it with:  make stop
+TXT
