@@ -7,7 +7,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DEMO_PGPORT ?= 55432
 PSQL := /usr/lib/postgresql/15/bin/psql -X -h 127.0.0.1 -p $(DEMO_PGPORT) -U postgres -d postgres
 
-.PHONY: help deps install demo start stop clean test create_key etl health_check psql lint
+.PHONY: help deps install demo start stop clean test bench create_key etl health_check psql lint
 
 help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ psql: ## a psql session on the local cluster
 
 test: ## run the whole test suite (unit, #[pg_test], integration against LocalStack and moto)
 	@bash scripts/test.sh
+
+bench: ## benchmarks (drain rates, masking cost, memory): tables in bench/results/, about 15 minutes
+	@ARGS="$(ARGS)" bash scripts/bench.sh
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all --check

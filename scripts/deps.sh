@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 what=${1:-demo}
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
-APT_PACKAGES="build-essential pkg-config libssl-dev clang libclang-dev sudo openssl curl python3-venv
+APT_PACKAGES="build-essential pkg-config libssl-dev clang libclang-dev sudo openssl curl python3-venv gnupg
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron"
 missing=$(for p in $APT_PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
@@ -54,10 +54,10 @@ if [ "$what" = bench ]; then
     mkdir -p "$TOOLS_DIR/fauxqs"
     (cd "$TOOLS_DIR/fauxqs" && npm install --silent --no-audit --no-fund fauxqs@1.9.2 >/dev/null)
   fi
-  if ! "$TOOLS_DIR/pyref/bin/python" -c 'import boto3, psycopg2, cryptography' 2>/dev/null; then
+  if ! "$TOOLS_DIR/pyref/bin/python" -c 'import boto3, psycopg2, cryptography, matplotlib' 2>/dev/null; then
     step "Python reference loader environment into $TOOLS_DIR/pyref"
     rm -rf "$TOOLS_DIR/pyref"
     python3 -m venv "$TOOLS_DIR/pyref"
-    "$TOOLS_DIR/pyref/bin/pip" install -q 'boto3==1.*' 'psycopg2-binary==2.9.*' 'cryptography==46.*'
+    "$TOOLS_DIR/pyref/bin/pip" install -q 'boto3==1.*' 'psycopg2-binary==2.9.*' 'cryptography==46.*' 'matplotlib==3.*'
   fi
 fi

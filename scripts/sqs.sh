@@ -34,7 +34,20 @@ start() {
       INITIAL_NO_AUTH_ACTION_COUNT=3 setsid "$TOOLS_DIR/moto/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &
       ;;
     fauxqs)
-      FAUXQS_PORT=$port FAUXQS_HOST=127.0.0.1 setsid node "$TOOLS_DIR/fauxqs/node_modules/fauxqs/dist/cli.js" >"$dir/log" 2>&1 &
+      # fauxqs always binds every interface: a preload makes every listen() bind 127.0.0.1 only.
+      cat >"$dir/loopback.cjs" <<'JS'
+const net = require('net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (args[0] !== null && typeof args[0] === 'object') args[0] = { ...args[0], host: '127.0.0.1' };
+  else if (typeof args[0] === 'number') {
+    if (typeof args[1] === 'string') args[1] = '127.0.0.1'; else args.splice(1, 0, '127.0.0.1');
+  }
+  return listen.apply(this, args);
+};
+JS
+      FAUXQS_PORT=$port FAUXQS_HOST=127.0.0.1 setsid node --require "$dir/loopback.cjs" \
+        "$TOOLS_DIR/fauxqs/node_modules/fauxqs/dist/cli.js" >"$dir/log" 2>&1 &
       ;;
   esac
   echo $! >"$dir/pid"

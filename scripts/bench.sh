@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make bench: drain rates (fauxqs and LocalStack), masking cost, memory. Unattended; prints the
+# tables and writes them to bench/results/ (results.md, memory.csv, memory.png).
+#   BENCH_QUICK=1 make bench     a small smoke run
+#   make bench ARGS="mask"       only some sections (drain, mask, memory)
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+bash scripts/deps.sh bench
+step "building and installing sqs_loader (release)"
+make -s install
+cargo build --release -q -p sqs_loader_bench
+
+BENCH_PGPORT=${BENCH_PGPORT:-55434}
+started=()
+cleanup() {
+  bash scripts/pg.sh destroy bench >/dev/null 2>&1 || true
+  for s in "${started[@]}"; do bash scripts/sqs.sh stop "$s" >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+for s in fauxqs localstack; do
+  port=$([ $s = fauxqs ] && echo "$FAUXQS_PORT" || echo "$LOCALSTACK_PORT")
+  curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/" || started+=("$s")
+  bash scripts/sqs.sh start "$s"
+done
+
+keys=$RUN_DIR/bench-keys
+if [ ! -f "$keys/pgp_public.asc" ]; then
+  step "benchmark keys (RSA for sqs_loader and the Python loader, PGP for pgcrypto)"
+  rm -rf "$keys"; mkdir -p "$keys/gnupg"; chmod 700 "$keys/gnupg"
+  KEY_DIR=$keys bash scripts/create_key.sh >/dev/null
+  GNUPGHOME=$keys/gnupg gpg --batch --passphrase '' --quick-gen-key 'bench <bench@localhost>' rsa2048 cert never 2>/dev/null
+  fpr=$(GNUPGHOME=$keys/gnupg gpg --list-keys --with-colons | awk -F: '/^fpr/ {print $10; exit}')
+  GNUPGHOME=$keys/gnupg gpg --batch --passphrase '' --quick-add-key "$fpr" rsa2048 encr never 2>/dev/null
+  GNUPGHOME=$keys/gnupg gpg --armor --export >"$keys/pgp_public.asc"
+fi
+
+step "benchmark cluster on 127.0.0.1:$BENCH_PGPORT"
+bash scripts/pg.sh destroy bench
+PG_SERVER_ENV="AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test" bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
+step "benchmarks"
+# shellcheck disable=SC2086
+BENCH_PGPORT=$BENCH_PGPORT BENCH_FAUXQS=http://127.0.0.1:$FAUXQS_PORT BENCH_LOCALSTACK=http://127.0.0.1:$LOCALSTACK_PORT \
+  BENCH_KEYS=$keys BENCH_TOOLS=$TOOLS_DIR BENCH_ROOT=$ROOT \
+  "$ROOT/target/release/sqs_loader_bench" ${ARGS:-}
+if [ -f bench/results/memory.csv ]; then
+  "$TOOLS_DIR/pyref/bin/python" bench/plot_memory.py bench/results/memory.csv bench/results/memory.png
+fi
