@@ -46,8 +46,9 @@ COMMENT ON TABLE sqs_loader.data_keys IS
   'AES-256 data keys, stored only wrapped with RSA-OAEP-SHA256 under an RSA public key (one per loading session).';
 COMMENT ON INDEX sqs_loader.data_keys_rsa_fingerprint IS 'Finds the data keys a rotation must re-wrap.';
 
+-- Tokens and message ids are opaque: byte order (COLLATE "C") makes their B-trees cheaper.
 CREATE TABLE sqs_loader.vault (
-    token       text PRIMARY KEY,
+    token       text COLLATE "C" PRIMARY KEY,
     data_key_id bigint NOT NULL,
     sealed      bytea NOT NULL
 );
@@ -55,7 +56,7 @@ COMMENT ON TABLE sqs_loader.vault IS
   'One row per distinct masked value: nonce || AES-256-GCM(value), the token as associated data.';
 
 CREATE TABLE sqs_loader.erased (
-    token     text PRIMARY KEY,
+    token     text COLLATE "C" PRIMARY KEY,
     erased_at timestamptz NOT NULL DEFAULT now(),
     erased_by text NOT NULL DEFAULT session_user
 );
@@ -78,7 +79,7 @@ COMMENT ON INDEX sqs_loader.unmask_audit_at IS 'Audit rows by time.';
 -- ---------------------------------------------------------------- loading state
 
 CREATE TABLE sqs_loader.processed_messages (
-    message_id   text PRIMARY KEY,
+    message_id   text COLLATE "C" PRIMARY KEY,
     outcome      text NOT NULL CHECK (outcome IN ('loaded', 'rejected')),
     processed_at timestamptz NOT NULL DEFAULT now(),
     run_id       bigint
@@ -89,7 +90,7 @@ COMMENT ON TABLE sqs_loader.processed_messages IS
 COMMENT ON INDEX sqs_loader.processed_messages_processed_at IS 'Pruning by age.';
 
 CREATE TABLE sqs_loader.rejected_messages (
-    message_id  text PRIMARY KEY,
+    message_id  text COLLATE "C" PRIMARY KEY,
     queue_url   text NOT NULL,
     sent_at     timestamptz,
     rejected_at timestamptz NOT NULL DEFAULT now(),

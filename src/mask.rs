@@ -90,23 +90,50 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Seal a value under a data key: nonce || AES-256-GCM(ciphertext + tag), bound to its token.
+/// A data key ready to seal values. Nonces are the NIST SP 800-38D deterministic construction:
+/// a random 32-bit field fixed for this sealer and a 64-bit counter, so no nonce repeats under a
+/// key as long as one sealer (one backend) owns the key — which is how data keys are used.
+pub struct Sealer {
+    cipher: Aes256Gcm,
+    prefix: [u8; 4],
+    counter: u64,
+}
+
+impl Sealer {
+    pub fn new(data_key: &[u8; KEY_LEN]) -> Sealer {
+        Sealer {
+            cipher: Aes256Gcm::new(data_key.into()),
+            prefix: random_bytes(),
+            counter: 0,
+        }
+    }
+
+    /// nonce || AES-256-GCM(value) (ciphertext + tag), with the token as associated data.
+    pub fn seal(&mut self, token: &str, value: &[u8]) -> Vec<u8> {
+        self.counter += 1;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(&self.prefix);
+        nonce[4..].copy_from_slice(&self.counter.to_be_bytes());
+        let ct = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: value,
+                    aad: token.as_bytes(),
+                },
+            )
+            .expect("AES-GCM encryption of a small value cannot fail");
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+}
+
+/// Seal one value under a fresh sealer (tests and one-off use).
 pub fn seal(data_key: &[u8; KEY_LEN], token: &str, value: &[u8]) -> Vec<u8> {
-    let cipher = Aes256Gcm::new(data_key.into());
-    let nonce: [u8; NONCE_LEN] = random_bytes();
-    let ct = cipher
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: value,
-                aad: token.as_bytes(),
-            },
-        )
-        .expect("AES-GCM encryption of a small value cannot fail");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    out
+    Sealer::new(data_key).seal(token, value)
 }
 
 pub fn open(data_key: &[u8; KEY_LEN], token: &str, sealed: &[u8]) -> Result<Vec<u8>, MaskError> {
@@ -264,6 +291,18 @@ pub mod tests {
         t[20] ^= 1;
         assert!(open(&dk, "v1.tok", &t).is_err());
         assert!(open(&dk, "v1.tok", &s[..10]).is_err());
+    }
+
+    #[test]
+    fn sealer_nonces_never_repeat() {
+        let dk = new_key();
+        let mut s = Sealer::new(&dk);
+        let nonces: HashSet<Vec<u8>> = (0..10_000)
+            .map(|i| s.seal("t", format!("{i}").as_bytes())[..12].to_vec())
+            .collect();
+        assert_eq!(nonces.len(), 10_000);
+        let sealed = s.seal("v1.t", b"x");
+        assert_eq!(open(&dk, "v1.t", &sealed).unwrap(), b"x");
     }
 
     #[test]

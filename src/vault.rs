@@ -5,11 +5,10 @@
 //! `DATA_KEY_USES` values, or when its row is gone (the transaction that created it aborted).
 
 use crate::error;
-use crate::mask::{self, MaskError, KEY_LEN};
+use crate::mask::{self, MaskError};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 /// Values sealed under one data key before a new one is made (random 96-bit nonces stay far
 /// below the 2^32 AES-GCM bound).
@@ -17,7 +16,7 @@ const DATA_KEY_USES: u64 = 1_000_000;
 
 struct CachedDataKey {
     id: i64,
-    key: [u8; KEY_LEN],
+    sealer: mask::Sealer,
     token_key_id: String,
     uses: u64,
 }
@@ -124,15 +123,15 @@ fn new_data_key(
         .map_err(spi_err)?;
     Ok(CachedDataKey {
         id,
-        key,
+        sealer: mask::Sealer::new(&key),
         token_key_id: token_key_id.to_string(),
         uses: 0,
     })
 }
 
-/// Mask distinct values: tokens for all, and one vault upsert (`ON CONFLICT DO NOTHING`) for
-/// those not yet stored. Erased tokens are never stored again.
-fn mask_distinct(values: &[&str]) -> Result<BTreeMap<String, String>, MaskError> {
+/// Tokens of `values` (distinct and sorted), aligned with them; one vault upsert
+/// (`ON CONFLICT DO NOTHING`) stores those not yet stored. Erased tokens are never stored again.
+fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
     Spi::connect_mut(|client| {
         let cached = DATA_KEY
             .with(|d| d.borrow().as_ref().map(|k| k.id))
@@ -148,23 +147,21 @@ fn mask_distinct(values: &[&str]) -> Result<BTreeMap<String, String>, MaskError>
             let dk = new_data_key(client, &tk_id)?;
             DATA_KEY.with(|d| *d.borrow_mut() = Some(dk));
         }
-        let (dk_id, dk_key) = DATA_KEY.with(|d| {
+        let tokens: Vec<String> = values.iter().map(|v| tk.token(v)).collect();
+        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_unstable_by(|&a, &b| tokens[a].cmp(&tokens[b]));
+        let (dk_id, sorted_tokens, sealed) = DATA_KEY.with(|d| {
             let mut d = d.borrow_mut();
             let k = d.as_mut().expect("data key set above");
             k.uses += values.len() as u64;
-            (k.id, k.key)
+            let sealed: Vec<Vec<u8>> = order
+                .iter()
+                .map(|&i| k.sealer.seal(&tokens[i], values[i].as_bytes()))
+                .collect();
+            let sorted: Vec<&str> = order.iter().map(|&i| tokens[i].as_str()).collect();
+            (k.id, sorted, sealed)
         });
-        let mut by_token: BTreeMap<String, String> = BTreeMap::new();
-        let mut tokens = Vec::with_capacity(values.len());
-        let mut sealed = Vec::with_capacity(values.len());
-        let mut pairs: Vec<(String, &str)> = values.iter().map(|v| (tk.token(v), *v)).collect();
-        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
-        pairs.sort();
-        for (t, v) in pairs {
-            sealed.push(mask::seal(&dk_key, &t, v.as_bytes()));
-            tokens.push(t.clone());
-            by_token.insert(v.to_string(), t);
-        }
         client
             .update(
                 "INSERT INTO sqs_loader.vault(token, data_key_id, sealed)
@@ -172,38 +169,50 @@ fn mask_distinct(values: &[&str]) -> Result<BTreeMap<String, String>, MaskError>
                   WHERE NOT EXISTS (SELECT 1 FROM sqs_loader.erased e WHERE e.token = u.t)
                  ON CONFLICT (token) DO NOTHING",
                 None,
-                &[tokens.into(), dk_id.into(), sealed.into()],
+                &[sorted_tokens.into(), dk_id.into(), sealed.into()],
             )
             .map_err(spi_err)?;
-        Ok(by_token)
+        Ok(tokens)
     })
 }
 
-/// Tokens for `values` (aligned; NULL stays NULL).
-pub fn mask_values(values: &[Option<String>]) -> Vec<Option<String>> {
+fn distinct_sorted(values: &[Option<String>]) -> Vec<&str> {
     let mut distinct: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
+    distinct
+}
+
+/// Tokens for `values`, aligned with them (NULL stays NULL).
+pub fn mask_values(values: &[Option<String>]) -> Vec<Option<String>> {
+    let distinct = distinct_sorted(values);
     if distinct.is_empty() {
         return values.iter().map(|_| None).collect();
     }
-    let map = mask_distinct(&distinct).unwrap_or_else(|e| error::mask(e));
+    let tokens = mask_distinct(&distinct).unwrap_or_else(|e| error::mask(e));
     values
         .iter()
-        .map(|v| v.as_ref().map(|v| map[v].clone()))
+        .map(|v| {
+            v.as_deref().map(|v| {
+                let i = distinct
+                    .binary_search(&v)
+                    .expect("every value is among the distinct ones");
+                tokens[i].clone()
+            })
+        })
         .collect()
 }
 
 /// Pairs (value, token) for the distinct non-null values.
 pub fn mask_pairs(values: &[Option<String>]) -> Vec<(String, String)> {
-    let mut distinct: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
-    distinct.sort_unstable();
-    distinct.dedup();
+    let distinct = distinct_sorted(values);
     if distinct.is_empty() {
         return vec![];
     }
-    mask_distinct(&distinct)
-        .unwrap_or_else(|e| error::mask(e))
+    let tokens = mask_distinct(&distinct).unwrap_or_else(|e| error::mask(e));
+    distinct
         .into_iter()
+        .map(str::to_string)
+        .zip(tokens)
         .collect()
 }
