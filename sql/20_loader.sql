@@ -12,6 +12,9 @@ AS $$
 DECLARE
     batch sqs_loader.batch_row[];
     claimed text[];
+    valid sqs_loader.batch_row[];
+    tokens text[];
+    n integer;
 BEGIN
     -- Parse each distinct message once (SQS may deliver one message twice in a batch).
     SELECT array_agg(ROW(b.id, b.sent, b.body, p.user_id, p.device_type, p.ip, p.locale, p.device_id,
@@ -32,21 +35,26 @@ BEGIN
     SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;
     skipped := cardinality(p_ids) - cardinality(claimed);
 
-    -- 2. Valid events: mask ip and device_id in one vault upsert, insert the rows.
-    WITH fresh AS (
-        SELECT r.* FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
-         WHERE r.reject_reason IS NULL),
-    tokens AS (
-        SELECT t.value, t.token
-          FROM @extschema@.mask_pii_batch(ARRAY(SELECT f.ip FROM fresh f UNION SELECT f.device_id FROM fresh f)) AS t)
-    INSERT INTO @extschema@.user_logins
-           (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-    SELECT f.user_id, f.device_type, ti.token, td.token, f.locale, f.app_version,
-           (f.sent_at AT TIME ZONE 'UTC')::date
-      FROM fresh f
-      JOIN tokens ti ON ti.value = f.ip
-      JOIN tokens td ON td.value = f.device_id;
-    GET DIAGNOSTICS loaded = ROW_COUNT;
+    -- 2. Valid events: mask ip and device_id with one call (one vault upsert), insert the rows.
+    SELECT array_agg(r ORDER BY r.message_id) INTO valid
+      FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
+     WHERE r.reject_reason IS NULL;
+    n := coalesce(cardinality(valid), 0);
+    loaded := 0;
+    IF n > 0 THEN
+        -- tokens[1..n] are the ips, tokens[n+1..2n] the device ids, in the order of valid.
+        tokens := sqs_loader.mask_values(
+            ARRAY(SELECT v.ip FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality)
+            || ARRAY(SELECT v.device_id FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality));
+        INSERT INTO @extschema@.user_logins
+               (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+        SELECT v.user_id, v.device_type, t.t_ip, t.t_dev, v.locale, v.app_version,
+               (v.sent_at AT TIME ZONE 'UTC')::date
+          FROM unnest(valid) WITH ORDINALITY AS v
+          JOIN unnest(tokens[1:n], tokens[n + 1:2 * n]) WITH ORDINALITY AS t(t_ip, t_dev, ordinality)
+            ON t.ordinality = v.ordinality;
+        GET DIAGNOSTICS loaded = ROW_COUNT;
+    END IF;
 
     -- 3. Rejected messages, with reason and body.
     INSERT INTO sqs_loader.rejected_messages (message_id, queue_url, sent_at, reason, detail, body, run_id)
@@ -59,16 +67,25 @@ $$;
 COMMENT ON FUNCTION sqs_loader.load_batch(bigint, text, text[], text[], timestamptz[]) IS
   'One batch of load_user_logins(), in the caller''s transaction: claim message ids, insert masked rows, record rejects.';
 
--- Record a failed run (committed by the caller) and re-raise.
+-- Record a failed run (committed by the caller, which then re-raises). Prefetched messages are
+-- made visible again; if that fails too they come back after their visibility timeout.
 CREATE FUNCTION sqs_loader.fail_run(p_run_id bigint, p_state text, p_message text) RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     UPDATE sqs_loader.load_runs
        SET ended_at = clock_timestamp(), status = 'failed', error = p_state || ': ' || p_message
      WHERE run_id = p_run_id;
+    BEGIN
+        PERFORM sqs_loader.release_prefetched();
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+END
 $$;
-COMMENT ON FUNCTION sqs_loader.fail_run(bigint, text, text) IS 'Mark a load run as failed with its error.';
+COMMENT ON FUNCTION sqs_loader.fail_run(bigint, text, text) IS
+  'Mark a load run as failed with its error, and release its prefetched messages.';
 
 -- The job. A procedure (not a function) because it COMMITs after every batch; so it cannot run
 -- inside an explicit transaction block. Each batch: pull -> one transaction (claim, insert,
@@ -129,6 +146,18 @@ BEGIN
             masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date);
     END IF;
 
+    -- Forget what an earlier, aborted run of this session left behind: background deletes (their
+    -- messages come back and are skipped as already loaded) and prefetched messages.
+    BEGIN
+        PERFORM sqs_loader.delete_collect(true);
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    BEGIN
+        PERFORM sqs_loader.release_prefetched();
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
     INSERT INTO sqs_loader.load_runs (queue_url) VALUES (q) RETURNING load_runs.run_id INTO run_id;
     COMMIT;
 
@@ -141,8 +170,10 @@ BEGIN
         BEGIN
             SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at)
               INTO ids, handles, bodies, sents
-              FROM @extschema@.sqs_pull(q, want, vis,
-                       least(wait_s, greatest(0, floor(extract(epoch FROM deadline - clock_timestamp())))::integer)) AS p;
+              FROM sqs_loader.pull(q, want, vis,
+                       least(wait_s, greatest(0, floor(extract(epoch FROM deadline - clock_timestamp())))::integer),
+                       -- receive the next batch while this one is loaded, unless it is the last
+                       msg_limit IS NULL OR received + 2 * want <= msg_limit) AS p;
             n := coalesce(cardinality(ids), 0);
             IF n > 0 THEN
                 SELECT * INTO b FROM sqs_loader.load_batch(run_id, q, ids, bodies, sents);
@@ -171,9 +202,11 @@ BEGIN
                    rejected = load_user_logins.rejected, skipped = load_user_logins.skipped
              WHERE r.run_id = load_user_logins.run_id;
             COMMIT;
-            -- Only now, with the rows committed, are the messages deleted from the queue.
+            -- Only now, with the rows committed, are the messages deleted from the queue: in the
+            -- background, so that the next batch's receives and inserts overlap the deletes.
             BEGIN
-                n_deleted := n_deleted + @extschema@.sqs_delete(q, handles);
+                PERFORM sqs_loader.delete_async(q, handles);
+                n_deleted := n_deleted + sqs_loader.delete_collect(false);
             EXCEPTION WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
                                         err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
@@ -194,6 +227,20 @@ BEGIN
         END IF;
     END LOOP;
 
+    BEGIN
+        PERFORM sqs_loader.release_prefetched();
+        n_deleted := n_deleted + sqs_loader.delete_collect(true);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
+                                err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
+    END;
+    IF err_state IS NOT NULL THEN
+        PERFORM sqs_loader.fail_run(run_id, err_state, err_msg);
+        UPDATE sqs_loader.load_runs r SET deleted = n_deleted WHERE r.run_id = load_user_logins.run_id;
+        COMMIT;
+        RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
+            DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
+    END IF;
     DELETE FROM sqs_loader.processed_messages
      WHERE processed_at < now() - pg_catalog.make_interval(
                days => pg_catalog.current_setting('sqs_loader.dedup_retention_days')::integer);

@@ -38,6 +38,16 @@ COMMENT ON FUNCTION @extschema@.sqs_queue_attributes(text) IS
   'All attributes of a queue as jsonb (ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, ...).';
 COMMENT ON FUNCTION @extschema@.mask_pii(text) IS
   'Token of a value: deterministic (equal values, equal tokens), keyed (no guessing without the token key), recoverable only with the RSA private key. NULL in, NULL out.';
+COMMENT ON FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) IS
+  'Receive for load_user_logins(): takes the batch prefetched for the same request and, with prefetch, receives the next one in the background.';
+COMMENT ON FUNCTION sqs_loader.release_prefetched() IS
+  'Make the messages of a pending prefetch visible again (end of a run); returns how many.';
+COMMENT ON FUNCTION sqs_loader.delete_async(text, text[]) IS
+  'Start deleting messages in the background (after a COMMIT) and return at once (internal to load_user_logins()).';
+COMMENT ON FUNCTION sqs_loader.delete_collect(boolean) IS
+  'Collect finished background deletes (all of them when wait): how many were deleted; failures as WARNING/ERROR.';
+COMMENT ON FUNCTION sqs_loader.mask_values(text[]) IS
+  'Tokens of many values, aligned with them (NULL stays NULL), with one vault upsert: what load_user_logins() uses.';
 COMMENT ON FUNCTION @extschema@.mask_pii_batch(text[]) IS
   'Tokens of many values with one vault upsert: one (value, token) row per distinct non-null value.';
 COMMENT ON FUNCTION @extschema@.app_version_int(text) IS

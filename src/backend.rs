@@ -13,7 +13,8 @@ const POLL: Duration = Duration::from_millis(20);
 
 type Job<T> = Box<dyn FnOnce() -> T + Send + 'static>;
 
-fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+/// Start a detached worker thread (signals blocked; it must not call into Postgres).
+pub fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     // SAFETY: plain libc signal-mask calls on this thread; the old mask is restored right after.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();

@@ -40,10 +40,13 @@ extension_sql_file!(
     name = "loader",
     requires = [
         "masking",
-        sqs_pull,
+        pull,
+        release_prefetched,
         sqs_delete,
+        delete_async,
+        delete_collect,
         sqs_queue_attributes,
-        mask_pii_batch,
+        mask_values,
         sqs_loader::parse_login,
         sqs_loader::version
     ]
@@ -95,6 +98,51 @@ fn sqs_pull(
             m.receive_count,
         )
     }))
+}
+
+/// load_user_logins()'s receive: like sqs_pull(), but takes the batch it prefetched for this same
+/// request and, with `prefetch`, starts receiving the next batch in the background.
+#[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn pull(
+    queue_url: &str,
+    n: i32,
+    visibility_timeout: Option<i32>,
+    wait_seconds: i32,
+    prefetch: bool,
+) -> TableIterator<
+    'static,
+    (
+        name!(message_id, String),
+        name!(receipt_handle, String),
+        name!(body, String),
+        name!(sent_at, Option<TimestampWithTimeZone>),
+        name!(receive_count, Option<i32>),
+    ),
+> {
+    let msgs = or_raise(client::pull_for_loader(
+        queue_url,
+        n,
+        visibility_timeout,
+        wait_seconds,
+        prefetch,
+    ));
+    TableIterator::new(msgs.into_iter().map(|m| {
+        let sent = m.sent_timestamp_ms.and_then(timestamptz_from_epoch_ms);
+        (
+            m.message_id,
+            m.receipt_handle,
+            m.body,
+            sent,
+            m.receive_count,
+        )
+    }))
+}
+
+/// Make the messages of a pending prefetch visible again; how many.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn release_prefetched() -> i32 {
+    or_raise(client::release_prefetched()) as i32
 }
 
 fn shorten(s: &str, n: usize) -> String {
@@ -160,6 +208,29 @@ fn sqs_delete(queue_url: &str, receipt_handles: Vec<Option<String>>) -> i32 {
     out.succeeded as i32
 }
 
+/// Start deleting messages in the background and return at once (load_user_logins() calls it
+/// after each COMMIT, so the next batch overlaps the deletes).
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn delete_async(queue_url: &str, receipt_handles: Vec<Option<String>>) {
+    or_raise(client::delete_async(
+        queue_url,
+        non_null(receipt_handles, "receipt_handles"),
+    ))
+}
+
+/// Collect the background deletes that finished (all of them when `wait`): how many were
+/// deleted. Failed entries are reported in a WARNING, a request-level failure as an ERROR.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn delete_collect(wait: bool) -> i64 {
+    let out = or_raise(client::delete_collect(wait));
+    warn_failures(
+        "background delete",
+        out.succeeded + out.failed.len(),
+        &out.failed,
+    );
+    out.succeeded as i64
+}
+
 /// SendMessageBatch in parallel chunks (≤ 10 entries, ≤ 256 KiB); returns how many were sent.
 #[pg_extern(volatile, parallel_unsafe)]
 fn sqs_send(queue_url: &str, bodies: Vec<Option<String>>) -> i32 {
@@ -219,6 +290,14 @@ fn sqs_queue_attributes(queue_url: &str) -> JsonB {
 #[search_path(pg_catalog, pg_temp)]
 fn mask_pii(value: Option<String>) -> Option<String> {
     vault::mask_values(&[value]).pop().flatten()
+}
+
+/// Tokens of many values, aligned with them (NULL stays NULL), with one vault upsert: the
+/// loader's path (one call per batch, no per-row function calls).
+#[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
+fn mask_values(values: Vec<Option<String>>) -> Vec<Option<String>> {
+    vault::mask_values(&values)
 }
 
 /// Tokens of many values with one vault upsert: one row per distinct non-null value.

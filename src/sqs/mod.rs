@@ -29,6 +29,7 @@ pub enum Action {
     SendMessageBatch,
     CreateQueue,
     GetQueueAttributes,
+    ChangeMessageVisibilityBatch,
 }
 
 impl Action {
@@ -39,6 +40,7 @@ impl Action {
             Action::SendMessageBatch => "SendMessageBatch",
             Action::CreateQueue => "CreateQueue",
             Action::GetQueueAttributes => "GetQueueAttributes",
+            Action::ChangeMessageVisibilityBatch => "ChangeMessageVisibilityBatch",
         }
     }
 }
@@ -69,6 +71,12 @@ pub enum Request {
     GetAttributes {
         queue_url: String,
     },
+    ChangeVisibilityBatch {
+        queue_url: String,
+        /// (entry id, receipt handle)
+        entries: Vec<(String, String)>,
+        visibility_timeout: i32,
+    },
 }
 
 impl Request {
@@ -79,6 +87,7 @@ impl Request {
             Request::SendBatch { .. } => Action::SendMessageBatch,
             Request::CreateQueue { .. } => Action::CreateQueue,
             Request::GetAttributes { .. } => Action::GetQueueAttributes,
+            Request::ChangeVisibilityBatch { .. } => Action::ChangeMessageVisibilityBatch,
         }
     }
 }
