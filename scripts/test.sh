@@ -39,12 +39,14 @@ cargo pgrx install --pg-config "$PG_CONFIG" "${sudo_flag[@]}" >/dev/null
 
 step "throwaway cluster on 127.0.0.1:$TEST_PGPORT"
 bash scripts/pg.sh destroy it
-PG_SERVER_ENV="AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test" \
-  bash scripts/pg.sh start it "$TEST_PGPORT" sqs_loader_cron
+# LocalStack accepts any credentials: the server process gets dummy ones from its environment.
+server_env="AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
+PG_SERVER_ENV=$server_env bash scripts/pg.sh start it "$TEST_PGPORT" sqs_loader_cron
 
 step "integration tests (pgrx-tests/)"
 export SQS_LOADER_IT_PGPORT=$TEST_PGPORT SQS_LOADER_IT_PGBIN=$PG_BIN SQS_LOADER_IT_PGDATA=$RUN_DIR/pg-it/data \
   SQS_LOADER_IT_PG_OS_USER=$PG_OS_USER SQS_LOADER_IT_CRON_DB=sqs_loader_cron \
+  SQS_LOADER_IT_CLUSTER=it SQS_LOADER_IT_PG_SERVER_ENV="$server_env" \
   SQS_LOADER_IT_LOCALSTACK=http://localhost:$LOCALSTACK_PORT SQS_LOADER_IT_MOTO=http://127.0.0.1:$MOTO_PORT \
   SQS_LOADER_IT_MOTO_CREDENTIALS=$RUN_DIR/moto/credentials SQS_LOADER_IT_ROOT=$ROOT
 cargo test -p sqs_loader_it --test integration -- --test-threads=4 ${TEST_FILTER:-}

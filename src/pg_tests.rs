@@ -595,3 +595,57 @@ fn unknown_queue_and_unreachable_endpoint() {
     assert!(try_sql("SELECT * FROM sqs_pull('not a url', 1)").starts_with("22023"));
     assert!(try_sql(&format!("SELECT sqs_send('{ls}/000000000000/q', ARRAY[NULL])")).starts_with("22004"));
 }
+
+#[pg_test]
+fn a_granted_role_cannot_send_requests_to_other_hosts() {
+    install_try_sql();
+    let role = make_role("sqsuser");
+    run(&format!(
+        "GRANT EXECUTE ON FUNCTION sqs_pull(text, integer, integer, integer), sqs_queue_attributes(text) TO {role}"
+    ));
+    run(&format!("SET LOCAL ROLE {role}"));
+    // Instance metadata, directly or through the endpoint override (a user setting): refused
+    // before any request, because the allow-list applies to wherever the request would go.
+    let err = try_sql("SELECT * FROM sqs_pull('http://169.254.169.254/000000000000/q', 1)");
+    assert!(err.starts_with("42501") && err.contains("169.254.169.254"), "{err}");
+    run("SET LOCAL sqs_loader.endpoint = 'http://169.254.169.254'");
+    let err = try_sql("SELECT * FROM sqs_pull('http://localhost:4566/000000000000/q', 1)");
+    assert!(err.starts_with("42501") && err.contains("allowed_hosts"), "{err}");
+    run("SET LOCAL sqs_loader.endpoint = 'http://evil.example.com'");
+    assert!(try_sql("SELECT sqs_queue_attributes('http://localhost:4566/000000000000/q')").starts_with("42501"));
+    // The role can change neither the allow-list nor the credentials.
+    assert!(try_sql("SET sqs_loader.allowed_hosts = '*'").starts_with("42501"));
+    assert!(try_sql("SET sqs_loader.aws_access_key_id = 'x'").starts_with("42501"));
+    run("RESET ROLE");
+}
+
+#[pg_test]
+fn text_arguments_are_data_never_sql() {
+    let private = install_fresh_key();
+    install_try_sql();
+    let injections = [
+        "x'); DROP TABLE user_logins; --",
+        "'; SELECT pg_sleep(30); --",
+        "$$ || (SELECT secret FROM sqs_loader.token_key) || $$",
+        "\\'; DROP SCHEMA sqs_loader CASCADE; --",
+    ];
+    for inj in injections {
+        let q = quote(inj);
+        assert!(
+            try_sql(&format!("SELECT * FROM sqs_pull('http://localhost:4566/000000000000/' || {q}, 1)")).starts_with("22023"),
+            "{inj}"
+        );
+        assert!(try_sql(&format!("SELECT sqs_create_queue({q})")).starts_with("22023"), "{inj}");
+        assert_eq!(opt::<String>(&format!("SELECT unmask_pii({q}, {})", quote(&private))), None);
+        assert_eq!(
+            one::<String>(&format!("SELECT token FROM sqs_loader.unmask_audit WHERE token = {q} LIMIT 1")),
+            inj,
+            "audited verbatim"
+        );
+        assert!(!one::<bool>(&format!("SELECT forget_pii({q})")));
+        assert_eq!(one::<String>(&format!("SELECT mask_pii({q})")).len(), 46);
+        let body = serde_json::json!({"user_id": inj, "ip": "1.2.3.4", "device_id": inj, "app_version": "1"}).to_string();
+        assert_eq!(one::<String>(&format!("SELECT user_id FROM sqs_loader.parse_login({})", quote(&body))), inj);
+    }
+    assert!(one::<bool>("SELECT to_regclass('public.user_logins') IS NOT NULL AND to_regclass('sqs_loader.vault') IS NOT NULL"));
+}

@@ -15,6 +15,9 @@ pub struct Env {
     pub pgdata: String,
     pub pg_os_user: String,
     pub cron_db: String,
+    /// The cluster's name for scripts/pg.sh, and its server environment.
+    pub cluster: String,
+    pub server_env: String,
     pub localstack: String,
     pub moto: String,
     pub moto_key: String,
@@ -48,6 +51,8 @@ pub fn env() -> &'static Env {
             pgdata: var("SQS_LOADER_IT_PGDATA"),
             pg_os_user: var("SQS_LOADER_IT_PG_OS_USER"),
             cron_db: var("SQS_LOADER_IT_CRON_DB"),
+            cluster: var("SQS_LOADER_IT_CLUSTER"),
+            server_env: var("SQS_LOADER_IT_PG_SERVER_ENV"),
             localstack: var("SQS_LOADER_IT_LOCALSTACK"),
             moto: var("SQS_LOADER_IT_MOTO"),
             moto_key: get("MOTO_ACCESS_KEY_ID"),
@@ -310,6 +315,20 @@ pub fn pg_ctl(args: &[&str]) {
     assert!(status.success(), "pg_ctl {args:?}");
 }
 
+/// Stop the cluster (`mode`: fast or immediate) and start it again as scripts/test.sh did.
+pub fn restart_cluster(mode: &str) {
+    let e = env();
+    pg_ctl(&["-m", mode, "-w", "stop"]);
+    let ok = std::process::Command::new("bash")
+        .arg(format!("{}/scripts/pg.sh", e.root))
+        .args(["start", &e.cluster, &e.pgport.to_string(), &e.cron_db])
+        .env("PG_SERVER_ENV", &e.server_env)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "restarting the cluster");
+}
+
 /// Wait until `f` returns true, polling; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -319,5 +338,129 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What a [`FaultProxy`] did, by kind.
+#[derive(Default, Debug)]
+pub struct FaultStats {
+    pub forwarded: std::sync::atomic::AtomicUsize,
+    pub http_500: std::sync::atomic::AtomicUsize,
+    pub http_503: std::sync::atomic::AtomicUsize,
+    pub throttled: std::sync::atomic::AtomicUsize,
+    pub dropped: std::sync::atomic::AtomicUsize,
+    pub stalled: std::sync::atomic::AtomicUsize,
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of an SQS endpoint that fails `fault_percent` % of the
+/// requests: HTTP 500, HTTP 503, throttling (400 ThrottlingException), a dropped connection, or
+/// a stall (holds the request for `stall`, then drops it) — in equal shares.
+pub struct FaultProxy {
+    pub url: String,
+    pub stats: std::sync::Arc<FaultStats>,
+    pub fault_percent: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> FaultProxy {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stats = Arc::new(FaultStats::default());
+    let percent = Arc::new(AtomicU32::new(fault_percent));
+    let (st, pc) = (stats.clone(), percent.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (st, pc, upstream) = (st.clone(), pc.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut head = Vec::new();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("connection:") {
+                        continue;
+                    }
+                    if line == "\r\n" {
+                        head.extend_from_slice(b"connection: close\r\n\r\n");
+                        break;
+                    }
+                    head.extend_from_slice(line.as_bytes());
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let roll = (getrandom::u32().unwrap() % 1000) as f64 / 10.0;
+                let p = pc.load(Ordering::SeqCst) as f64;
+                let reply = |conn: &mut std::net::TcpStream, status: &str, body: &str| {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                };
+                if roll < p / 5.0 {
+                    st.http_500.fetch_add(1, Ordering::SeqCst);
+                    reply(
+                        &mut conn,
+                        "500 Internal Server Error",
+                        r#"{"__type":"InternalError","message":"injected fault"}"#,
+                    );
+                } else if roll < 2.0 * p / 5.0 {
+                    st.http_503.fetch_add(1, Ordering::SeqCst);
+                    reply(
+                        &mut conn,
+                        "503 Service Unavailable",
+                        r#"{"__type":"ServiceUnavailable","message":"injected fault"}"#,
+                    );
+                } else if roll < 3.0 * p / 5.0 {
+                    st.throttled.fetch_add(1, Ordering::SeqCst);
+                    reply(
+                        &mut conn,
+                        "400 Bad Request",
+                        r#"{"__type":"ThrottlingException","message":"Rate exceeded (injected)"}"#,
+                    );
+                } else if roll < 4.0 * p / 5.0 {
+                    st.dropped.fetch_add(1, Ordering::SeqCst);
+                } else if roll < p {
+                    st.stalled.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(stall);
+                } else {
+                    st.forwarded.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    if up
+                        .write_all(&head)
+                        .and_then(|_| up.write_all(&body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut resp = Vec::new();
+                    let _ = up.read_to_end(&mut resp);
+                    let _ = conn.write_all(&resp);
+                }
+            });
+        }
+    });
+    FaultProxy {
+        url,
+        stats,
+        fault_percent: percent,
     }
 }

@@ -611,3 +611,34 @@ fn pg_dump_and_restore_keep_tokens_and_recovery() {
     let _ = std::fs::remove_file(&dump);
     let _ = std::fs::remove_file(&toc_file);
 }
+
+#[test]
+fn queue_urls_are_data_never_sql() {
+    let _g = shared();
+    let db = TestDb::new("inject");
+    let mut c = db.client();
+    for url in [
+        "http://localhost:4566/000000000000/q'); DROP TABLE user_logins; --",
+        "x' OR '1'='1",
+        "http://localhost:4566/000000000000/q$$; DROP SCHEMA sqs_loader CASCADE; $$",
+    ] {
+        let err = c
+            .query_one("CALL load_user_logins($1)", &[&url])
+            .unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "22023", "{url}: {err:?}");
+        c.execute(
+            "SELECT set_config('sqs_loader.queue_url', $1, false)",
+            &[&url],
+        )
+        .unwrap();
+        let err = c.query_one("CALL load_user_logins()", &[]).unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "22023", "{url}: {err:?}");
+        // Recorded verbatim, as data.
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM sqs_loader.load_runs WHERE queue_url = $1 AND status = 'failed'", &[&url])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 2);
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE oid IN ('user_logins'::regclass, 'sqs_loader.vault'::regclass)"), 2);
+}

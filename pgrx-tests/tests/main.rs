@@ -3,4 +3,5 @@
 
 mod docker;
 mod etl;
+mod faults;
 mod sqs;

@@ -256,3 +256,60 @@ fn credentials_from_instance_metadata_sign_requests_moto_accepts() {
         std::panic::resume_unwind(p);
     }
 }
+
+#[test]
+fn a_granted_role_sees_no_secret_in_errors_or_notices() {
+    let _g = shared();
+    let db = TestDb::new("secret");
+    let e = env();
+    let role = format!("it_role_{}", random_suffix());
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let n2 = notices.clone();
+    let mut config: postgres::Config = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={}",
+        e.pgport, db.name
+    )
+    .parse()
+    .unwrap();
+    config.notice_callback(move |n| n2.lock().unwrap().push(format!("{n:?}")));
+    let mut c = config.connect(postgres::NoTls).unwrap();
+    let secret = "WRONG-SECRET-0123456789abcdef";
+    c.batch_execute(&format!(
+        "CREATE ROLE {role}; GRANT EXECUTE ON FUNCTION sqs_pull(text, integer, integer, integer) TO {role};
+         SET sqs_loader.aws_access_key_id = '{}'; SET sqs_loader.aws_secret_access_key = '{secret}';
+         SET sqs_loader.max_retries = 0; SET ROLE {role};",
+        e.moto_key
+    ))
+    .unwrap();
+    let mut errors = Vec::new();
+    for sql in [
+        format!("SELECT * FROM sqs_pull('{}/123456789012/x', 1)", e.moto),
+        "SHOW sqs_loader.aws_secret_access_key".to_string(),
+        "SELECT current_setting('sqs_loader.aws_secret_access_key')".to_string(),
+        "SELECT setting FROM pg_settings WHERE name LIKE 'sqs_loader.aws%'".to_string(),
+    ] {
+        match c.simple_query(&sql) {
+            Err(err) => errors.push(format!("{err:?}")),
+            Ok(rows) => {
+                for r in rows {
+                    if let postgres::SimpleQueryMessage::Row(r) = r {
+                        errors.push(format!("row: {:?}", r.get(0)));
+                    }
+                }
+            }
+        }
+    }
+    c.batch_execute(&format!(
+        "RESET ROLE; DROP OWNED BY {role}; DROP ROLE {role}"
+    ))
+    .unwrap();
+    assert!(errors.len() >= 3, "{errors:?}");
+    assert!(
+        errors[0].contains("SignatureDoesNotMatch") && errors[0].contains("E28000"),
+        "{}",
+        errors[0]
+    );
+    for text in errors.iter().chain(notices.lock().unwrap().iter()) {
+        assert!(!text.contains(secret), "secret leaked: {text}");
+    }
+}

@@ -1,0 +1,294 @@
+//! Try hard to lose or duplicate a message: kill the loading backend at random points, restart
+//! the server mid-run, put a faulty SQS endpoint in between, cancel during a stalled call.
+//! Every test ends by checking the exact final state: each valid message loaded once, each
+//! malformed one rejected once, the queue empty.
+
+use sqs_loader_it::*;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// `n` messages, 1 % of them malformed; returns (bodies, valid count).
+fn messages(n: usize, tag: &str) -> (Vec<String>, usize) {
+    let mut bodies = login_events(n, tag, n / 3);
+    let mut malformed = 0;
+    for (i, b) in bodies.iter_mut().enumerate() {
+        if i % 100 == 99 {
+            *b = format!(r#"{{"foo": "oops_wrong_msg_type", "bar": "{tag}-{i}"}}"#);
+            malformed += 1;
+        }
+    }
+    (bodies, n - malformed)
+}
+
+/// The exact end state, once every message has been processed.
+fn assert_exact(c: &mut postgres::Client, url: &str, n: usize, valid: usize) {
+    assert_eq!(
+        count(c, "SELECT count(*) FROM user_logins") as usize,
+        valid,
+        "each valid message loaded"
+    );
+    assert_eq!(
+        count(c, "SELECT count(DISTINCT user_id) FROM user_logins") as usize,
+        valid,
+        "none twice"
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize,
+        n - valid,
+        "each malformed one rejected"
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize,
+        n
+    );
+    assert_eq!(queue_depth(c, url), (0, 0), "queue empty");
+}
+
+/// Run loads until every message is processed (redeliveries wait out their visibility timeout).
+fn drain_until_done(db: &str, url: &str, n: usize, timeout: Duration) {
+    let mut c = connect(db);
+    wait_until(timeout, "every message processed", || {
+        let _ = c.query("CALL load_user_logins($1)", &[&url]);
+        count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize >= n
+            && queue_depth(&mut c, url) == (0, 0)
+    });
+}
+
+fn server_is_up(db: &str) -> bool {
+    postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            env().pgport
+        ),
+        postgres::NoTls,
+    )
+    .and_then(|mut c| c.simple_query("SELECT 1"))
+    .is_ok()
+}
+
+#[test]
+fn fifty_kills_at_random_points_lose_and_duplicate_nothing() {
+    // SIGKILL of a backend makes the postmaster restart every backend: no other test may run.
+    let _g = exclusive();
+    let db = TestDb::new("kills");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-kills");
+    let n = 5000;
+    let (bodies, valid) = messages(n, "k");
+    send(&mut c, &url, &bodies);
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET sqs_loader.visibility_timeout = 2; ALTER DATABASE {} SET sqs_loader.batch_size = 100",
+        db.name, db.name
+    ))
+    .unwrap();
+    drop(c);
+    let (mut sigkills, mut terminates, mut mid_run) = (0, 0, 0);
+    for i in 0..50 {
+        let (dbname, u) = (db.name.clone(), url.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let mut c = connect(&dbname);
+            let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+            tx.send(pid).unwrap();
+            c.query_one("CALL load_user_logins($1)", &[&u]).map(|_| ())
+        });
+        let pid = rx.recv().unwrap();
+        let mut admin = connect(&db.name);
+        let before = count(
+            &mut admin,
+            "SELECT count(*) FROM sqs_loader.processed_messages",
+        );
+        // A random point of the run: before, during or between batches.
+        std::thread::sleep(Duration::from_millis(
+            (getrandom::u32().unwrap() % 400) as u64,
+        ));
+        if i % 2 == 0 {
+            // SIGKILL: the server goes through crash recovery.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            sigkills += 1;
+        } else {
+            admin
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .unwrap();
+            terminates += 1;
+        }
+        drop(admin);
+        let result = run.join().unwrap();
+        wait_until(
+            Duration::from_secs(60),
+            "the server to accept connections",
+            || server_is_up(&db.name),
+        );
+        let mut admin = connect(&db.name);
+        let after = count(
+            &mut admin,
+            "SELECT count(*) FROM sqs_loader.processed_messages",
+        );
+        if result.is_err() && after > before {
+            mid_run += 1;
+        }
+    }
+    drain_until_done(&db.name, &url, n, Duration::from_secs(120));
+    let mut c = db.client();
+    assert_exact(&mut c, &url, n, valid);
+    eprintln!("kills: {sigkills} SIGKILL + {terminates} pg_terminate_backend; {mid_run} after the run had committed batches");
+    assert!(mid_run >= 10, "enough kills landed mid-run ({mid_run})");
+}
+
+#[test]
+fn immediate_shutdown_mid_run_loses_and_duplicates_nothing() {
+    let _g = exclusive();
+    let db = TestDb::new("restart");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-restart");
+    let n = 2000;
+    let (bodies, valid) = messages(n, "r");
+    send(&mut c, &url, &bodies);
+    c.batch_execute(&format!(
+        "ALTER DATABASE {0} SET sqs_loader.visibility_timeout = 3; ALTER DATABASE {0} SET sqs_loader.batch_size = 50",
+        db.name
+    ))
+    .unwrap();
+    let (dbname, u) = (db.name.clone(), url.clone());
+    let run = std::thread::spawn(move || {
+        connect(&dbname)
+            .query_one("CALL load_user_logins($1)", &[&u])
+            .map(|_| ())
+    });
+    wait_until(Duration::from_secs(30), "a committed batch", || {
+        count(&mut c, "SELECT count(*) FROM user_logins") > 0
+    });
+    drop(c);
+    restart_cluster("immediate");
+    assert!(run.join().unwrap().is_err(), "the run died with the server");
+    wait_until(Duration::from_secs(60), "the server", || {
+        server_is_up(&db.name)
+    });
+    let mut c = db.client();
+    let partial = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
+    assert!(
+        partial < valid,
+        "the restart happened mid-run ({partial} rows)"
+    );
+    drain_until_done(&db.name, &url, n, Duration::from_secs(60));
+    assert_exact(&mut c, &url, n, valid);
+}
+
+#[test]
+fn a_faulty_endpoint_gives_clear_errors_or_success_and_loses_nothing() {
+    let _g = shared();
+    let db = TestDb::new("faulty");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-faulty");
+    let n = 1500;
+    let (bodies, valid) = messages(n, "f");
+    send(&mut c, &url, &bodies);
+    // 12 % of the requests fail: 500, 503, throttling, dropped connections, stalls past the timeout.
+    let proxy = fault_proxy(&env().localstack, 12, Duration::from_secs(3));
+    c.batch_execute(&format!(
+        "SET sqs_loader.endpoint = '{}'; SET sqs_loader.http_timeout_ms = 1000; SET sqs_loader.max_retries = 3;
+         SET sqs_loader.visibility_timeout = 4; SET sqs_loader.batch_size = 50;",
+        proxy.url
+    ))
+    .unwrap();
+    let (mut ok, mut failed) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") < n as i64
+        || queue_depth(&mut c, &url) != (0, 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not done after 240 s ({ok} runs succeeded, {failed} failed)"
+        );
+        match c.query_one("CALL load_user_logins($1)", &[&url]) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                // Retries exhausted: a clear I/O or service error, nothing else.
+                assert!(
+                    code == "58000" || code == "58030",
+                    "unexpected error {code}: {e:?}"
+                );
+                assert!(format!("{e:?}").contains("attempt(s)"), "{e:?}");
+            }
+        }
+    }
+    assert_exact(&mut c, &url, n, valid);
+    let s = &proxy.stats;
+    eprintln!("fault proxy: {s:?}; runs: {ok} succeeded, {failed} failed with a clear error");
+    for (kind, v) in [
+        ("500", &s.http_500),
+        ("503", &s.http_503),
+        ("throttled", &s.throttled),
+        ("dropped", &s.dropped),
+        ("stalled", &s.stalled),
+    ] {
+        assert!(v.load(Ordering::SeqCst) > 0, "no {kind} fault was injected");
+    }
+    // Failed runs are recorded with their error.
+    if failed > 0 {
+        assert!(count(&mut c, "SELECT count(*) FROM sqs_loader.load_runs WHERE status = 'failed' AND error LIKE '58%'") > 0);
+    }
+}
+
+#[test]
+fn cancelling_a_run_stuck_on_a_stalled_endpoint_loses_nothing() {
+    let _g = shared();
+    let db = TestDb::new("stall");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-stall");
+    let n = 300;
+    let (bodies, valid) = messages(n, "s");
+    send(&mut c, &url, &bodies);
+    let proxy = fault_proxy(&env().localstack, 0, Duration::from_secs(600));
+    c.batch_execute(&format!(
+        "SET sqs_loader.endpoint = '{}'; SET sqs_loader.http_timeout_ms = 600000; SET sqs_loader.visibility_timeout = 3;
+         SET sqs_loader.batch_size = 50;",
+        proxy.url
+    ))
+    .unwrap();
+    // Let one batch through, then every request stalls.
+    let r = c
+        .query_one("CALL load_user_logins($1, max_messages => 50)", &[&url])
+        .unwrap();
+    assert_eq!(r.get::<_, i64>(0), 50);
+    proxy.fault_percent.store(100, Ordering::SeqCst);
+    for (how, sql) in [
+        ("statement_timeout", "SET statement_timeout = '1s'"),
+        ("pg_cancel_backend", "RESET statement_timeout"),
+    ] {
+        c.batch_execute(sql).unwrap();
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        let canceller = (how == "pg_cancel_backend").then(|| {
+            let dbname = db.name.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1000));
+                connect(&dbname)
+                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                    .unwrap();
+            })
+        });
+        let t = Instant::now();
+        let err = c
+            .query_one("CALL load_user_logins($1)", &[&url])
+            .unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(err.code().unwrap().code(), "57014", "{how}: {err:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{how} ended the run after {took:?}"
+        );
+        if let Some(h) = canceller {
+            h.join().unwrap();
+        }
+    }
+    c.batch_execute(
+        "RESET statement_timeout; RESET sqs_loader.endpoint; RESET sqs_loader.http_timeout_ms",
+    )
+    .unwrap();
+    drain_until_done(&db.name, &url, n, Duration::from_secs(60));
+    assert_exact(&mut c, &url, n, valid);
+}
