@@ -46,7 +46,7 @@ net.Server.prototype.listen = function (...args) {
   return listen.apply(this, args);
 };
 JS
-      FAUXQS_PORT=$port FAUXQS_HOST=127.0.0.1 setsid node --require "$dir/loopback.cjs" \
+      FAUXQS_PORT=$port setsid node --require "$dir/loopback.cjs" \
         "$TOOLS_DIR/fauxqs/node_modules/fauxqs/dist/cli.js" >"$dir/log" 2>&1 &
       ;;
   esac
