@@ -575,6 +575,52 @@ mod tests {
         assert_eq!(parse(&b).unwrap().ip, "::ffff:10.0.0.1");
     }
 
+    proptest::proptest! {
+        /// Any text: a login event within the documented limits, or a rejection; never a panic.
+        #[test]
+        fn parse_never_panics(body in "\\PC*") {
+            if let Ok(e) = parse(&body) {
+                proptest::prop_assert!(!e.user_id.is_empty() && e.user_id.chars().count() <= MAX_USER_ID);
+                proptest::prop_assert!(!e.user_id.contains('\0') && !e.device_id.contains('\0'));
+                proptest::prop_assert!(e.ip.parse::<IpAddr>().is_ok());
+                proptest::prop_assert!(app_version_text(e.app_version).is_some());
+            }
+        }
+
+        /// JSON-shaped bodies with arbitrary values for the known keys.
+        #[test]
+        fn parse_of_json_objects(
+            uid in proptest::option::of("\\PC{0,140}"),
+            ip in "[0-9a-fA-F:.%]{0,45}",
+            ver in "[0-9.+-]{0,14}",
+            loc in proptest::option::of("\\PC{0,40}"),
+        ) {
+            let mut m = serde_json::Map::new();
+            if let Some(u) = &uid { m.insert("user_id".into(), Value::String(u.clone())); }
+            m.insert("ip".into(), Value::String(ip.clone()));
+            m.insert("device_id".into(), Value::String("d".into()));
+            m.insert("app_version".into(), Value::String(ver.clone()));
+            m.insert("locale".into(), loc.clone().map(Value::String).unwrap_or(Value::Null));
+            let body = Value::Object(m).to_string();
+            match parse(&body) {
+                Ok(e) => {
+                    proptest::prop_assert_eq!(Some(e.user_id), uid);
+                    proptest::prop_assert_eq!(app_version_to_int(&ver).ok(), Some(e.app_version));
+                }
+                Err(r) => proptest::prop_assert!(REASONS.iter().any(|(x, _)| *x == r.reason)),
+            }
+        }
+
+        /// Every version in range packs, orders and unpacks exactly.
+        #[test]
+        fn app_version_round_trip(a in 0u32..=MAX_MAJOR, b in 0u32..=999, c in 0u32..=999, d in 0u32..=MAX_MAJOR) {
+            let v = app_version_to_int(&format!("{a}.{b}.{c}")).unwrap();
+            proptest::prop_assert_eq!(app_version_text(v), Some(format!("{a}.{b}.{c}")));
+            let w = app_version_to_int(&format!("{d}.{c}")).unwrap();
+            proptest::prop_assert_eq!((a, b, c).cmp(&(d, c, 0)), v.cmp(&w));
+        }
+    }
+
     #[test]
     fn deep_nesting_is_rejected_not_a_crash() {
         let deep = format!(
