@@ -201,6 +201,11 @@ BEGIN
                SET received = load_user_logins.received, loaded = load_user_logins.loaded,
                    rejected = load_user_logins.rejected, skipped = load_user_logins.skipped
              WHERE r.run_id = load_user_logins.run_id;
+            -- The messages are deleted right after this COMMIT, so it must be durable even where
+            -- synchronous_commit = off (a crash would otherwise lose rows whose messages are gone).
+            IF pg_catalog.current_setting('synchronous_commit') = 'off' THEN
+                PERFORM pg_catalog.set_config('synchronous_commit', 'local', true);
+            END IF;
             COMMIT;
             -- Only now, with the rows committed, are the messages deleted from the queue: in the
             -- background, so that the next batch's receives and inserts overlap the deletes.

@@ -642,3 +642,33 @@ fn queue_urls_are_data_never_sql() {
     }
     assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE oid IN ('user_logins'::regclass, 'sqs_loader.vault'::regclass)"), 2);
 }
+
+#[test]
+fn bookkeeping_is_pruned_after_the_retention() {
+    let _g = shared();
+    let db = TestDb::new("prune");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-prune");
+    c.batch_execute(
+        "INSERT INTO sqs_loader.processed_messages(message_id, outcome, processed_at) VALUES
+           ('old-1', 'loaded', now() - interval '16 days'),
+           ('old-2', 'rejected', now() - interval '30 days'),
+           ('recent', 'loaded', now() - interval '14 days')",
+    )
+    .unwrap();
+    load(&mut c, &url);
+    let left: Vec<String> = c
+        .query(
+            "SELECT message_id FROM sqs_loader.processed_messages ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        vec!["recent".to_string()],
+        "ids older than sqs_loader.dedup_retention_days (15) are pruned"
+    );
+}

@@ -292,3 +292,45 @@ fn cancelling_a_run_stuck_on_a_stalled_endpoint_loses_nothing() {
     drain_until_done(&db.name, &url, n, Duration::from_secs(60));
     assert_exact(&mut c, &url, n, valid);
 }
+
+#[test]
+fn batches_commit_durably_even_with_synchronous_commit_off() {
+    let _g = exclusive();
+    let db = TestDb::new("durable");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-durable");
+    let (bodies, valid) = messages(200, "d");
+    send(&mut c, &url, &bodies);
+    // Asynchronous commits sit in WAL buffers for up to 3 × wal_writer_delay: an immediate
+    // shutdown loses them. The loader deletes messages right after committing them.
+    let mut admin = connect("postgres");
+    admin
+        .batch_execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    c.batch_execute("SET synchronous_commit = off").unwrap();
+    let r = load(&mut c, &url);
+    assert_eq!(r.loaded as usize, valid);
+    assert_eq!(
+        queue_depth(&mut c, &url),
+        (0, 0),
+        "the messages are gone from the queue"
+    );
+    drop(c);
+    drop(admin);
+    restart_cluster("immediate");
+    wait_until(Duration::from_secs(60), "the server", || {
+        server_is_up(&db.name)
+    });
+    let mut admin = connect("postgres");
+    admin
+        .batch_execute("ALTER SYSTEM RESET wal_writer_delay")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut c = db.client();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM user_logins") as usize,
+        valid,
+        "no committed batch was lost"
+    );
+}
