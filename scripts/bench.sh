@@ -11,17 +11,12 @@ make -s install
 cargo build --release -q -p sqs_loader_bench
 
 BENCH_PGPORT=${BENCH_PGPORT:-55434}
-started=()
 cleanup() {
   bash scripts/pg.sh destroy bench >/dev/null 2>&1 || true
-  for s in "${started[@]}"; do bash scripts/sqs.sh stop "$s" >/dev/null 2>&1 || true; done
+  stop_started_emulators
 }
 trap cleanup EXIT
-for s in fauxqs localstack; do
-  port=$([ $s = fauxqs ] && echo "$FAUXQS_PORT" || echo "$LOCALSTACK_PORT")
-  curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/" || started+=("$s")
-  bash scripts/sqs.sh start "$s"
-done
+start_emulators fauxqs localstack
 
 keys=$RUN_DIR/bench-keys
 if [ ! -f "$keys/pgp_public.asc" ]; then

@@ -21,6 +21,30 @@ FAUXQS_PORT=${FAUXQS_PORT:-4568}
 DEMO_PGPORT=${DEMO_PGPORT:-55432}
 TEST_PGPORT=${TEST_PGPORT:-55433}
 
+emulator_port() {
+  case $1 in
+    localstack) echo "$LOCALSTACK_PORT" ;;
+    moto) echo "$MOTO_PORT" ;;
+    fauxqs) echo "$FAUXQS_PORT" ;;
+    *) echo "unknown emulator $1" >&2; return 1 ;;
+  esac
+}
+
+# Start SQS emulators, reusing any that already answer; remember the ones started here so that
+# stop_started_emulators (in the caller's EXIT trap) stops exactly those.
+STARTED_EMULATORS=()
+start_emulators() {
+  local s
+  for s in "$@"; do
+    curl -s -o /dev/null -m 2 "http://127.0.0.1:$(emulator_port "$s")/" || STARTED_EMULATORS+=("$s")
+    bash "$ROOT/scripts/sqs.sh" start "$s"
+  done
+}
+stop_started_emulators() {
+  local s
+  for s in "${STARTED_EMULATORS[@]}"; do bash "$ROOT/scripts/sqs.sh" stop "$s" >/dev/null 2>&1 || true; done
+}
+
 step() { printf '=== %s %s\n' "$(date +%T)" "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 

@@ -8,11 +8,11 @@ cmd=${1:?start|stop}; which=${2:?localstack|moto|fauxqs}
 dir=$RUN_DIR/$which
 mkdir -p "$dir"
 
+port=$(emulator_port "$which") || die "unknown emulator $which"
 case $which in
-  localstack) port=$LOCALSTACK_PORT; health="http://127.0.0.1:$port/_localstack/health" ;;
-  moto) port=$MOTO_PORT; health="http://127.0.0.1:$port/moto-api/" ;;
-  fauxqs) port=$FAUXQS_PORT; health="http://127.0.0.1:$port/health" ;;
-  *) die "unknown emulator $which" ;;
+  localstack) health="http://127.0.0.1:$port/_localstack/health" ;;
+  moto) health="http://127.0.0.1:$port/moto-api/" ;;
+  fauxqs) health="http://127.0.0.1:$port/health" ;;
 esac
 answers() { curl -s -o /dev/null -m 2 "$health"; }
 

@@ -8,18 +8,13 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 bash scripts/deps.sh test
 
-started=()
 cleanup() {
   bash scripts/pg.sh destroy it >/dev/null 2>&1 || true
-  for s in "${started[@]}"; do bash scripts/sqs.sh stop "$s" >/dev/null 2>&1 || true; done
+  stop_started_emulators
 }
 trap cleanup EXIT
-for s in localstack moto; do
-  curl -s -o /dev/null -m 2 "http://127.0.0.1:$([ $s = localstack ] && echo $LOCALSTACK_PORT || echo $MOTO_PORT)/" \
-    || started+=("$s")
-  step "starting $s"
-  bash scripts/sqs.sh start "$s"
-done
+step "LocalStack and moto on 127.0.0.1"
+start_emulators localstack moto
 
 step "cargo pgrx test: unit tests and #[pg_test]s"
 runas=()

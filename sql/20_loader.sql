@@ -69,13 +69,14 @@ COMMENT ON FUNCTION sqs_loader.load_batch(bigint, text, text[], text[], timestam
 
 -- Record a failed run (committed by the caller, which then re-raises). Prefetched messages are
 -- made visible again; if that fails too they come back after their visibility timeout.
-CREATE FUNCTION sqs_loader.fail_run(p_run_id bigint, p_state text, p_message text) RETURNS void
+CREATE FUNCTION sqs_loader.fail_run(p_run_id bigint, p_deleted bigint, p_state text, p_message text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE sqs_loader.load_runs
-       SET ended_at = clock_timestamp(), status = 'failed', error = p_state || ': ' || p_message
+       SET ended_at = clock_timestamp(), status = 'failed', error = p_state || ': ' || p_message,
+           deleted = p_deleted
      WHERE run_id = p_run_id;
     BEGIN
         PERFORM sqs_loader.release_prefetched();
@@ -84,7 +85,7 @@ BEGIN
     END;
 END
 $$;
-COMMENT ON FUNCTION sqs_loader.fail_run(bigint, text, text) IS
+COMMENT ON FUNCTION sqs_loader.fail_run(bigint, bigint, text, text) IS
   'Mark a load run as failed with its error, and release its prefetched messages.';
 
 -- The job. A procedure (not a function) because it COMMITs after every batch; so it cannot run
@@ -184,7 +185,7 @@ BEGIN
         END;
         IF err_state IS NOT NULL THEN
             -- Nothing of this batch was committed; its messages reappear after the visibility timeout.
-            PERFORM sqs_loader.fail_run(run_id, err_state, err_msg);
+            PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
             COMMIT;
             RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
                 DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
@@ -218,8 +219,7 @@ BEGIN
             END;
             IF err_state IS NOT NULL THEN
                 -- The rows are committed; the undeleted messages will be recognised and skipped.
-                PERFORM sqs_loader.fail_run(run_id, err_state, err_msg);
-                UPDATE sqs_loader.load_runs r SET deleted = n_deleted WHERE r.run_id = load_user_logins.run_id;
+                PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
                 COMMIT;
                 RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
                     DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
@@ -240,8 +240,7 @@ BEGIN
                                 err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
     END;
     IF err_state IS NOT NULL THEN
-        PERFORM sqs_loader.fail_run(run_id, err_state, err_msg);
-        UPDATE sqs_loader.load_runs r SET deleted = n_deleted WHERE r.run_id = load_user_logins.run_id;
+        PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
         COMMIT;
         RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
             DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');

@@ -67,6 +67,26 @@ fn timestamptz_from_epoch_ms(ms: i64) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from((ms - PG_EPOCH_MS) * 1000).ok()
 }
 
+/// One row of sqs_pull() / sqs_loader.pull().
+type MessageRow = (
+    String,
+    String,
+    String,
+    Option<TimestampWithTimeZone>,
+    Option<i32>,
+);
+
+fn message_row(m: sqs::Message) -> MessageRow {
+    let sent = m.sent_timestamp_ms.and_then(timestamptz_from_epoch_ms);
+    (
+        m.message_id,
+        m.receipt_handle,
+        m.body,
+        sent,
+        m.receive_count,
+    )
+}
+
 // ---------------------------------------------------------------- SQS
 
 /// Receive up to `n` messages (parallel ReceiveMessage calls of ≤ 10).
@@ -88,16 +108,7 @@ fn sqs_pull(
     ),
 > {
     let msgs = or_raise(client::pull(queue_url, n, visibility_timeout, wait_seconds));
-    TableIterator::new(msgs.into_iter().map(|m| {
-        let sent = m.sent_timestamp_ms.and_then(timestamptz_from_epoch_ms);
-        (
-            m.message_id,
-            m.receipt_handle,
-            m.body,
-            sent,
-            m.receive_count,
-        )
-    }))
+    TableIterator::new(msgs.into_iter().map(message_row))
 }
 
 /// load_user_logins()'s receive: like sqs_pull(), but takes the batch it prefetched for this same
@@ -127,16 +138,7 @@ fn pull(
         wait_seconds,
         prefetch,
     ));
-    TableIterator::new(msgs.into_iter().map(|m| {
-        let sent = m.sent_timestamp_ms.and_then(timestamptz_from_epoch_ms);
-        (
-            m.message_id,
-            m.receipt_handle,
-            m.body,
-            sent,
-            m.receive_count,
-        )
-    }))
+    TableIterator::new(msgs.into_iter().map(message_row))
 }
 
 /// Make the messages of a pending prefetch visible again; how many.

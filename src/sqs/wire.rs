@@ -105,19 +105,23 @@ fn encode_query(req: &Request) -> HttpRequest {
         }
         Request::DeleteBatch { queue_url, entries } => {
             f.append_pair("QueueUrl", queue_url);
-            for (i, (id, rh)) in entries.iter().enumerate() {
-                let p = format!("DeleteMessageBatchRequestEntry.{}", i + 1);
-                f.append_pair(&format!("{p}.Id"), id);
-                f.append_pair(&format!("{p}.ReceiptHandle"), rh);
-            }
+            query_entries(
+                &mut f,
+                "DeleteMessageBatchRequestEntry",
+                "ReceiptHandle",
+                entries,
+                None,
+            );
         }
         Request::SendBatch { queue_url, entries } => {
             f.append_pair("QueueUrl", queue_url);
-            for (i, (id, body)) in entries.iter().enumerate() {
-                let p = format!("SendMessageBatchRequestEntry.{}", i + 1);
-                f.append_pair(&format!("{p}.Id"), id);
-                f.append_pair(&format!("{p}.MessageBody"), body);
-            }
+            query_entries(
+                &mut f,
+                "SendMessageBatchRequestEntry",
+                "MessageBody",
+                entries,
+                None,
+            );
         }
         Request::CreateQueue { name, attributes } => {
             f.append_pair("QueueName", name);
@@ -136,15 +140,14 @@ fn encode_query(req: &Request) -> HttpRequest {
             visibility_timeout,
         } => {
             f.append_pair("QueueUrl", queue_url);
-            for (i, (id, rh)) in entries.iter().enumerate() {
-                let p = format!("ChangeMessageVisibilityBatchRequestEntry.{}", i + 1);
-                f.append_pair(&format!("{p}.Id"), id);
-                f.append_pair(&format!("{p}.ReceiptHandle"), rh);
-                f.append_pair(
-                    &format!("{p}.VisibilityTimeout"),
-                    &visibility_timeout.to_string(),
-                );
-            }
+            let vt = ("VisibilityTimeout", visibility_timeout.to_string());
+            query_entries(
+                &mut f,
+                "ChangeMessageVisibilityBatchRequestEntry",
+                "ReceiptHandle",
+                entries,
+                Some(vt),
+            );
         }
     }
     HttpRequest {
@@ -154,6 +157,25 @@ fn encode_query(req: &Request) -> HttpRequest {
             "application/x-www-form-urlencoded; charset=utf-8".to_string(),
         )],
         body: f.finish().into_bytes(),
+    }
+}
+
+/// Numbered batch entries of the query protocol: `<prefix>.<n>.Id`, `<prefix>.<n>.<field>` and an
+/// optional extra field with the same value for every entry.
+fn query_entries(
+    f: &mut form_urlencoded::Serializer<'_, String>,
+    prefix: &str,
+    field: &str,
+    entries: &[(String, String)],
+    extra: Option<(&str, String)>,
+) {
+    for (i, (id, value)) in entries.iter().enumerate() {
+        let p = format!("{prefix}.{}", i + 1);
+        f.append_pair(&format!("{p}.Id"), id);
+        f.append_pair(&format!("{p}.{field}"), value);
+        if let Some((name, v)) = &extra {
+            f.append_pair(&format!("{p}.{name}"), v);
+        }
     }
 }
 
