@@ -7,7 +7,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DEMO_PGPORT ?= 55432
 PSQL := /usr/lib/postgresql/15/bin/psql -X -h 127.0.0.1 -p $(DEMO_PGPORT) -U postgres -d postgres
 
-.PHONY: help deps install demo start stop clean test bench create_key etl health_check psql lint
+.PHONY: help deps install demo start stop clean test bench fuzz create_key etl health_check psql lint
 
 help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: ## run the whole test suite (unit, #[pg_test], integration against LocalSt
 
 bench: ## benchmarks (drain rates, masking cost, memory): tables in bench/results/, about 15 minutes
 	@ARGS="$(ARGS)" bash scripts/bench.sh
+
+fuzz: ## coverage-guided fuzzing of the parsers (cargo fuzz); FUZZ_SECONDS per target (default 60)
+	@bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all --check
