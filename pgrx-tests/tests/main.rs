@@ -2,6 +2,7 @@
 //! Run through `make test`.
 
 mod docker;
+mod docs;
 mod etl;
 mod faults;
 mod sqs;
