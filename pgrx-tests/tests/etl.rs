@@ -190,7 +190,7 @@ fn a_run_killed_mid_batch_loses_nothing() {
     let db = TestDb::new("abort");
     let mut c = db.client();
     let url = create_queue(&mut c, "it-abort");
-    send(&mut c, &url, &login_events(400, "ab", 400));
+    send(&mut c, &url, &login_events(2000, "ab", 2000));
     let mut watcher = db.client();
     let dbname = db.name.clone();
     let runner = std::thread::spawn(move || {
@@ -211,7 +211,7 @@ fn a_run_killed_mid_batch_loses_nothing() {
     let first = runner.join().unwrap();
     let partial = count(&mut watcher, "SELECT count(*) FROM user_logins");
     assert!(first.is_err(), "the run was terminated");
-    assert!(partial < 400, "terminated before the end ({partial} rows)");
+    assert!(partial < 2000, "terminated before the end ({partial} rows)");
     // The aborted run shows as aborted; a new run (after the visibility timeout) completes the load.
     let status: String = watcher
         .query_one("SELECT last_runs->0->>'status' FROM load_health", &[])
@@ -224,15 +224,18 @@ fn a_run_killed_mid_batch_loses_nothing() {
         .get(0);
     wait_until(Duration::from_secs(30), "every message loaded", || {
         load(&mut watcher, &url);
-        count(&mut watcher, "SELECT count(*) FROM user_logins") >= 400
+        count(&mut watcher, "SELECT count(*) FROM user_logins") >= 2000
     });
-    assert_eq!(count(&mut watcher, "SELECT count(*) FROM user_logins"), 400);
+    assert_eq!(
+        count(&mut watcher, "SELECT count(*) FROM user_logins"),
+        2000
+    );
     assert_eq!(
         count(
             &mut watcher,
             "SELECT count(DISTINCT user_id) FROM user_logins"
         ),
-        400
+        2000
     );
     assert_eq!(queue_depth(&mut watcher, &url), (0, 0));
 }
