@@ -183,13 +183,8 @@ BEGIN
             GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
                                     err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
         END;
-        IF err_state IS NOT NULL THEN
-            -- Nothing of this batch was committed; its messages reappear after the visibility timeout.
-            PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
-            COMMIT;
-            RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
-                DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
-        END IF;
+        -- Nothing of this batch was committed; its messages reappear after the visibility timeout.
+        EXIT WHEN err_state IS NOT NULL;
         IF n = 0 THEN
             EXIT WHEN exit_when_empty;
             IF wait_s = 0 THEN PERFORM pg_catalog.pg_sleep(0.5); END IF;
@@ -217,13 +212,8 @@ BEGIN
                 GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
                                         err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
             END;
-            IF err_state IS NOT NULL THEN
-                -- The rows are committed; the undeleted messages will be recognised and skipped.
-                PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
-                COMMIT;
-                RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
-                    DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
-            END IF;
+            -- The rows are committed; the undeleted messages will be recognised and skipped.
+            EXIT WHEN err_state IS NOT NULL;
         END IF;
         IF clock_timestamp() - last_progress >= progress_every THEN
             RAISE NOTICE 'load_user_logins: % received, % loaded, % rejected, % skipped so far',
@@ -232,13 +222,16 @@ BEGIN
         END IF;
     END LOOP;
 
-    BEGIN
-        PERFORM sqs_loader.release_prefetched();
-        n_deleted := n_deleted + sqs_loader.delete_collect(true);
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
-                                err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
-    END;
+    IF err_state IS NULL THEN
+        BEGIN
+            PERFORM sqs_loader.release_prefetched();
+            n_deleted := n_deleted + sqs_loader.delete_collect(true);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
+                                    err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
+        END;
+    END IF;
+    -- Every error above ends up here: recorded with the run (and committed), then raised.
     IF err_state IS NOT NULL THEN
         PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
         COMMIT;
