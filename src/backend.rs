@@ -11,8 +11,6 @@ use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(20);
 
-type Job<T> = Box<dyn FnOnce() -> T + Send + 'static>;
-
 /// Start a detached worker thread (signals blocked; it must not call into Postgres).
 pub fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     // SAFETY: plain libc signal-mask calls on this thread; the old mask is restored right after.
@@ -30,29 +28,18 @@ pub fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> std::io:
     }
 }
 
-/// Run all jobs in parallel on worker threads and return their results in order. While waiting,
-/// the backend checks for interrupts: a cancel or timeout raises the usual ERROR here.
-pub fn run_all<T: Send + 'static>(jobs: Vec<Job<T>>) -> Result<Vec<T>, String> {
-    let n = jobs.len();
-    let (tx, rx) = mpsc::channel::<(usize, std::thread::Result<T>)>();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let tx = tx.clone();
-        spawn_with_signals_blocked(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            let _ = tx.send((i, r));
-        })
-        .map_err(|e| format!("could not start an I/O thread: {e}"))?;
-    }
-    drop(tx);
-    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    let mut received = 0;
-    while received < n {
+/// Run a job on a worker thread and return its result. While waiting, the backend checks for
+/// interrupts: a cancel or timeout raises the usual ERROR here (the job finishes on its own).
+pub fn run_one<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (tx, rx) = mpsc::channel::<std::thread::Result<T>>();
+    spawn_with_signals_blocked(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)));
+    })
+    .map_err(|e| format!("could not start an I/O thread: {e}"))?;
+    loop {
         match rx.recv_timeout(POLL) {
-            Ok((i, Ok(v))) => {
-                out[i] = Some(v);
-                received += 1;
-            }
-            Ok((_, Err(_))) => return Err("internal error: an I/O thread panicked".into()),
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(_)) => return Err("internal error: an I/O thread panicked".into()),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 return Err("internal error: an I/O thread vanished".into())
@@ -60,15 +47,4 @@ pub fn run_all<T: Send + 'static>(jobs: Vec<Job<T>>) -> Result<Vec<T>, String> {
         }
         pgrx::check_for_interrupts!();
     }
-    Ok(out
-        .into_iter()
-        .map(|v| v.expect("every slot was filled"))
-        .collect())
-}
-
-/// Run one job off-thread (see [`run_all`]).
-pub fn run_one<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    Ok(run_all(vec![Box::new(job) as Job<T>])?
-        .pop()
-        .expect("one result"))
 }
