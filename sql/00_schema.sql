@@ -105,23 +105,39 @@ COMMENT ON TABLE sqs_loader.rejected_messages IS
 COMMENT ON INDEX sqs_loader.rejected_messages_reason IS 'Rejections by reason.';
 
 CREATE TABLE sqs_loader.load_runs (
-    run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    queue_url   text NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    ended_at    timestamptz,
-    status      text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
-    received    bigint NOT NULL DEFAULT 0,
-    loaded      bigint NOT NULL DEFAULT 0,
-    rejected    bigint NOT NULL DEFAULT 0,
-    skipped     bigint NOT NULL DEFAULT 0,
-    deleted     bigint NOT NULL DEFAULT 0,
-    error       text,
-    backend_pid integer NOT NULL DEFAULT pg_backend_pid(),
-    run_by      text NOT NULL DEFAULT session_user
+    run_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_url    text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ended_at     timestamptz,
+    status       text NOT NULL DEFAULT 'running'
+                 CHECK (status IN ('running', 'succeeded', 'failed', 'delete_failed', 'stopped')),
+    received     bigint NOT NULL DEFAULT 0,
+    loaded       bigint NOT NULL DEFAULT 0,
+    rejected     bigint NOT NULL DEFAULT 0,
+    skipped      bigint NOT NULL DEFAULT 0,
+    deleted      bigint NOT NULL DEFAULT 0,
+    error        text,
+    backend_pid  integer NOT NULL DEFAULT pg_backend_pid(),
+    run_by       text NOT NULL DEFAULT session_user,
+    -- Added in 0.2.0: how the run was started, its limits (fixed when it starts), its error in
+    -- full, and when its last batch committed.
+    mode         text NOT NULL DEFAULT 'call' CHECK (mode IN ('call', 'worker')),
+    max_messages bigint,
+    deadline     timestamptz,
+    batch_size   integer,
+    visibility_timeout integer,
+    wait_seconds integer,
+    exit_when_empty boolean,
+    sqlstate     text,
+    error_detail text,
+    error_hint   text,
+    progress_at  timestamptz,
+    batches      bigint NOT NULL DEFAULT 0,
+    last_batch_at timestamptz
 );
 CREATE INDEX load_runs_started_at ON sqs_loader.load_runs (started_at);
 COMMENT ON TABLE sqs_loader.load_runs IS
-  'One row per load_user_logins() run: start, end, counts and any error. A run left "running" by a crash shows in load_health as aborted.';
+  'One row per load run (CALL load_user_logins() or a worker): its limits, counts, status and any error. A run left "running" by a crash shows in load_health as aborted. The state the loader works from.';
 COMMENT ON INDEX sqs_loader.load_runs_started_at IS 'Recent runs.';
 
 CREATE TYPE sqs_loader.batch_row AS (

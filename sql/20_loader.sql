@@ -67,86 +67,38 @@ $$;
 COMMENT ON FUNCTION sqs_loader.load_batch(bigint, text, text[], text[], timestamptz[]) IS
   'One batch of load_user_logins(), in the caller''s transaction: claim message ids, insert masked rows, record rejects.';
 
--- Record a failed run (committed by the caller, which then re-raises). Prefetched messages are
--- made visible again; if that fails too they come back after their visibility timeout.
-CREATE FUNCTION sqs_loader.fail_run(p_run_id bigint, p_deleted bigint, p_state text, p_message text) RETURNS void
+-- ---------------------------------------------------------------- runs
+-- A run is a row of sqs_loader.load_runs (its limits, counts, status) plus what its backend
+-- keeps in memory (the prefetched batch, background deletes). load_user_logins() and the
+-- background workers drive a run through the same three functions:
+--   run_begin() -> COMMIT -> { run_batch() -> COMMIT } until it returns false -> run_end() -> COMMIT.
+-- Each has a pinned search_path; the procedure itself (which cannot have one, as it COMMITs)
+-- calls nothing but these schema-qualified functions.
+
+CREATE FUNCTION sqs_loader.run_begin(
+    p_queue_url text, p_max_messages integer, p_max_seconds integer, p_mode text,
+    p_wait_seconds integer DEFAULT NULL, p_exit_when_empty boolean DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-BEGIN
-    UPDATE sqs_loader.load_runs
-       SET ended_at = clock_timestamp(), status = 'failed', error = p_state || ': ' || p_message,
-           deleted = p_deleted
-     WHERE run_id = p_run_id;
-    BEGIN
-        PERFORM sqs_loader.release_prefetched();
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-END
-$$;
-COMMENT ON FUNCTION sqs_loader.fail_run(bigint, bigint, text, text) IS
-  'Mark a load run as failed with its error, and release its prefetched messages.';
-
--- The job. A procedure (not a function) because it COMMITs after every batch; so it cannot run
--- inside an explicit transaction block. Each batch: pull -> one transaction (claim, insert,
--- reject) -> COMMIT -> delete from SQS. A crash anywhere loses nothing and duplicates nothing.
-CREATE PROCEDURE @extschema@.load_user_logins(
-    queue_url text DEFAULT NULL,
-    max_messages integer DEFAULT NULL,
-    max_seconds integer DEFAULT NULL,
-    INOUT received bigint DEFAULT NULL,
-    INOUT loaded bigint DEFAULT NULL,
-    INOUT rejected bigint DEFAULT NULL,
-    INOUT skipped bigint DEFAULT NULL,
-    INOUT run_id bigint DEFAULT NULL)
-LANGUAGE plpgsql
-AS $$
 DECLARE
+    s record;
     q text;
-    msg_limit bigint;
-    deadline timestamptz;
-    batch_size integer;
-    vis integer;
-    wait_s integer;
-    exit_when_empty boolean;
-    progress_every interval;
-    last_progress timestamptz := clock_timestamp();
-    want integer;
-    n integer;
-    ids text[];
-    handles text[];
-    bodies text[];
-    sents timestamptz[];
-    b record;
-    n_deleted bigint := 0;
-    err_state text;
-    err_msg text;
-    err_detail text;
-    err_hint text;
+    id bigint;
 BEGIN
-    PERFORM sqs_loader.version();  -- loads the library, which defines the sqs_loader.* settings
-    q := coalesce(load_user_logins.queue_url, nullif(pg_catalog.current_setting('sqs_loader.queue_url'), ''));
+    SELECT * INTO s FROM sqs_loader.loader_settings();
+    q := coalesce(p_queue_url, s.queue_url);
     IF q IS NULL THEN
         RAISE EXCEPTION 'no queue URL' USING ERRCODE = '22023',
             HINT = 'CALL load_user_logins(''http://…/queue'') or SET sqs_loader.queue_url.';
     END IF;
-    msg_limit := coalesce(max_messages, nullif(pg_catalog.current_setting('sqs_loader.max_messages')::integer, 0));
-    deadline := clock_timestamp() + pg_catalog.make_interval(secs =>
-                    coalesce(max_seconds, pg_catalog.current_setting('sqs_loader.max_seconds')::integer));
-    batch_size := pg_catalog.current_setting('sqs_loader.batch_size')::integer;
-    vis := nullif(pg_catalog.current_setting('sqs_loader.visibility_timeout')::integer, 0);
-    wait_s := pg_catalog.current_setting('sqs_loader.wait_seconds')::integer;
-    exit_when_empty := pg_catalog.current_setting('sqs_loader.exit_when_empty')::boolean;
-    progress_every := pg_catalog.make_interval(secs => pg_catalog.current_setting('sqs_loader.progress_seconds')::integer);
-    received := 0; loaded := 0; rejected := 0; skipped := 0;
     -- Normally made by CREATE EXTENSION; missing after a partial restore.
-    IF pg_catalog.to_regclass('@extschema@.user_logins') IS NULL THEN
+    IF to_regclass('@extschema@.user_logins') IS NULL THEN
         CREATE TABLE IF NOT EXISTS @extschema@.user_logins(
             user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
             masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date);
     END IF;
-
     -- Forget what an earlier, aborted run of this session left behind: background deletes (their
     -- messages come back and are skipped as already loaded) and prefetched messages.
     BEGIN
@@ -159,94 +111,207 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         NULL;
     END;
-    INSERT INTO sqs_loader.load_runs (queue_url) VALUES (q) RETURNING load_runs.run_id INTO run_id;
-    COMMIT;
+    INSERT INTO sqs_loader.load_runs (queue_url, mode, max_messages, deadline, batch_size,
+                                      visibility_timeout, wait_seconds, exit_when_empty, progress_at)
+    VALUES (q, p_mode, coalesce(p_max_messages, s.max_messages),
+            clock_timestamp() + make_interval(secs => coalesce(p_max_seconds, s.max_seconds)),
+            s.batch_size, s.visibility_timeout, coalesce(p_wait_seconds, s.wait_seconds),
+            coalesce(p_exit_when_empty, s.exit_when_empty), clock_timestamp())
+    RETURNING run_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.run_begin(text, integer, integer, text, integer, boolean) IS
+  'Start a load run: resolve the queue and the settings, record the run; returns its run_id. Internal to load_user_logins() and the workers.';
 
-    LOOP
-        EXIT WHEN msg_limit IS NOT NULL AND received >= msg_limit;
-        EXIT WHEN clock_timestamp() >= deadline;
-        want := batch_size;
-        IF msg_limit IS NOT NULL THEN want := least(want, msg_limit - received); END IF;
-        n := 0;
-        BEGIN
-            SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at)
-              INTO ids, handles, bodies, sents
-              FROM sqs_loader.pull(q, want, vis,
-                       least(wait_s, greatest(0, floor(extract(epoch FROM deadline - clock_timestamp())))::integer),
-                       -- receive the next batch while this one is loaded, unless it is the last
-                       msg_limit IS NULL OR received + 2 * want <= msg_limit) AS p;
-            n := coalesce(cardinality(ids), 0);
-            IF n > 0 THEN
-                SELECT * INTO b FROM sqs_loader.load_batch(run_id, q, ids, bodies, sents);
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
-                                    err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
-        END;
-        -- Nothing of this batch was committed; its messages reappear after the visibility timeout.
-        EXIT WHEN err_state IS NOT NULL;
-        IF n = 0 THEN
-            EXIT WHEN exit_when_empty;
-            IF wait_s = 0 THEN PERFORM pg_catalog.pg_sleep(0.5); END IF;
-        ELSE
-            received := received + n;
-            loaded := loaded + b.loaded;
-            rejected := rejected + b.rejected;
-            skipped := skipped + b.skipped;
-            UPDATE sqs_loader.load_runs r
-               SET received = load_user_logins.received, loaded = load_user_logins.loaded,
-                   rejected = load_user_logins.rejected, skipped = load_user_logins.skipped
-             WHERE r.run_id = load_user_logins.run_id;
-            -- The messages are deleted right after this COMMIT, so it must be durable even where
-            -- synchronous_commit = off (a crash would otherwise lose rows whose messages are gone).
-            IF pg_catalog.current_setting('synchronous_commit') = 'off' THEN
-                PERFORM pg_catalog.set_config('synchronous_commit', 'local', true);
-            END IF;
-            COMMIT;
-            -- Only now, with the rows committed, are the messages deleted from the queue: in the
-            -- background, so that the next batch's receives and inserts overlap the deletes.
-            BEGIN
-                PERFORM sqs_loader.delete_async(q, handles);
-                n_deleted := n_deleted + sqs_loader.delete_collect(false);
-            EXCEPTION WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
-                                        err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
-            END;
-            -- The rows are committed; the undeleted messages will be recognised and skipped.
-            EXIT WHEN err_state IS NOT NULL;
-        END IF;
-        IF clock_timestamp() - last_progress >= progress_every THEN
-            RAISE NOTICE 'load_user_logins: % received, % loaded, % rejected, % skipped so far',
-                received, loaded, rejected, skipped;
-            last_progress := clock_timestamp();
-        END IF;
-    END LOOP;
+-- Record why a run stopped early (in the caller's transaction).
+CREATE FUNCTION sqs_loader.run_failed(p_run_id bigint, p_status text, p_sqlstate text,
+                                      p_message text, p_detail text, p_hint text) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE sqs_loader.load_runs
+       SET status = p_status, sqlstate = p_sqlstate, error = p_sqlstate || ': ' || p_message,
+           error_detail = nullif(p_detail, ''), error_hint = nullif(p_hint, '')
+     WHERE run_id = p_run_id AND status = 'running';
+$$;
+COMMENT ON FUNCTION sqs_loader.run_failed(bigint, text, text, text, text, text) IS
+  'Record the error that ends a load run (status failed or delete_failed).';
 
-    IF err_state IS NULL THEN
-        BEGIN
-            PERFORM sqs_loader.release_prefetched();
-            n_deleted := n_deleted + sqs_loader.delete_collect(true);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_msg = MESSAGE_TEXT,
-                                    err_detail = PG_EXCEPTION_DETAIL, err_hint = PG_EXCEPTION_HINT;
-        END;
+-- One batch: pull, then (if anything came) load it in the caller's transaction and arrange for
+-- its messages to be deleted once that transaction commits. Returns whether the run goes on.
+CREATE FUNCTION sqs_loader.run_batch(p_run_id bigint) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r sqs_loader.load_runs;
+    want integer;
+    n integer := 0;
+    ids text[];
+    handles text[];
+    bodies text[];
+    sents timestamptz[];
+    b record;
+    done_deletes bigint;
+    st text;
+    msg text;
+    det text;
+    hnt text;
+BEGIN
+    SELECT * INTO STRICT r FROM sqs_loader.load_runs WHERE run_id = p_run_id;
+    -- Deletes of earlier batches that finished since (their rows are committed: a failure
+    -- leaves the messages in the queue, to be skipped when they come back).
+    BEGIN
+        done_deletes := sqs_loader.delete_collect(false);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        PERFORM sqs_loader.run_failed(p_run_id, 'delete_failed', st, msg, det, hnt);
+        RETURN false;
+    END;
+    IF done_deletes > 0 THEN
+        UPDATE sqs_loader.load_runs SET deleted = deleted + done_deletes WHERE run_id = p_run_id;
     END IF;
-    -- Every error above ends up here: recorded with the run (and committed), then raised.
-    IF err_state IS NOT NULL THEN
-        PERFORM sqs_loader.fail_run(run_id, n_deleted, err_state, err_msg);
-        COMMIT;
-        RAISE EXCEPTION USING ERRCODE = err_state, MESSAGE = err_msg,
-            DETAIL = coalesce(err_detail, ''), HINT = coalesce(err_hint, '');
+    IF (r.max_messages IS NOT NULL AND r.received >= r.max_messages) OR clock_timestamp() >= r.deadline THEN
+        RETURN false;
     END IF;
+    want := r.batch_size;
+    IF r.max_messages IS NOT NULL THEN
+        want := least(want, r.max_messages - r.received);
+    END IF;
+    BEGIN
+        SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at)
+          INTO ids, handles, bodies, sents
+          FROM sqs_loader.pull(r.queue_url, want, r.visibility_timeout,
+                   least(r.wait_seconds, greatest(0, floor(extract(epoch FROM r.deadline - clock_timestamp())))::integer),
+                   -- receive the next batch while this one is loaded, unless it is the last
+                   r.max_messages IS NULL OR r.received + 2 * want <= r.max_messages) AS p;
+        n := coalesce(cardinality(ids), 0);
+        IF n > 0 THEN
+            SELECT * INTO b FROM sqs_loader.load_batch(p_run_id, r.queue_url, ids, bodies, sents);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        -- Nothing of this batch is kept; its messages reappear after the visibility timeout.
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        PERFORM sqs_loader.run_failed(p_run_id, 'failed', st, msg, det, hnt);
+        RETURN false;
+    END;
+    IF n = 0 THEN
+        IF r.exit_when_empty THEN
+            RETURN false;
+        END IF;
+        IF r.wait_seconds = 0 THEN
+            PERFORM pg_sleep(0.5);
+        END IF;
+        RETURN true;
+    END IF;
+    UPDATE sqs_loader.load_runs
+       SET received = received + n, loaded = loaded + b.loaded, rejected = rejected + b.rejected,
+           skipped = skipped + b.skipped, batches = batches + 1, last_batch_at = clock_timestamp()
+     WHERE run_id = p_run_id
+    RETURNING * INTO r;
+    IF clock_timestamp() - r.progress_at >= make_interval(secs => (SELECT progress_seconds FROM sqs_loader.loader_settings())) THEN
+        RAISE NOTICE 'load_user_logins: % received, % loaded, % rejected, % skipped so far',
+            r.received, r.loaded, r.rejected, r.skipped;
+        UPDATE sqs_loader.load_runs SET progress_at = clock_timestamp() WHERE run_id = p_run_id;
+    END IF;
+    -- The messages are deleted right after the COMMIT, so it must be durable even where
+    -- synchronous_commit = off (a crash would otherwise lose rows whose messages are gone).
+    IF current_setting('synchronous_commit') = 'off' THEN
+        PERFORM set_config('synchronous_commit', 'local', true);
+    END IF;
+    -- Only once the rows are committed are the messages deleted from the queue: in the
+    -- background, so that the next batch's receives and inserts overlap the deletes.
+    PERFORM sqs_loader.delete_after_commit(r.queue_url, handles);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.run_batch(bigint) IS
+  'One batch of a load run, in the caller''s transaction: pull, load, and delete the messages once it commits. Returns whether the run goes on.';
+
+-- End a run: give prefetched messages back, wait for the last deletes, prune the bookkeeping,
+-- record the outcome. Returns the run's row.
+CREATE FUNCTION sqs_loader.run_end(p_run_id bigint) RETURNS sqs_loader.load_runs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r sqs_loader.load_runs;
+    done_deletes bigint := 0;
+    st text;
+    msg text;
+    det text;
+    hnt text;
+BEGIN
+    BEGIN
+        PERFORM sqs_loader.release_prefetched();
+        done_deletes := sqs_loader.delete_collect(true);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        PERFORM sqs_loader.run_failed(p_run_id, 'delete_failed', st, msg, det, hnt);
+    END;
     DELETE FROM sqs_loader.processed_messages
-     WHERE processed_at < now() - pg_catalog.make_interval(
-               days => pg_catalog.current_setting('sqs_loader.dedup_retention_days')::integer);
-    UPDATE sqs_loader.load_runs r
-       SET ended_at = clock_timestamp(), status = 'succeeded', deleted = n_deleted,
-           received = load_user_logins.received, loaded = load_user_logins.loaded,
-           rejected = load_user_logins.rejected, skipped = load_user_logins.skipped
-     WHERE r.run_id = load_user_logins.run_id;
+     WHERE processed_at < now() - make_interval(days => (SELECT dedup_retention_days FROM sqs_loader.loader_settings()));
+    UPDATE sqs_loader.load_runs
+       SET ended_at = clock_timestamp(), deleted = deleted + done_deletes,
+           status = CASE status WHEN 'running' THEN 'succeeded' ELSE status END
+     WHERE run_id = p_run_id
+    RETURNING * INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.run_end(bigint) IS
+  'End a load run: release prefetched messages, wait for the background deletes, prune processed_messages, record the status.';
+
+-- Raise the error a run ended with, if any (after the caller committed its record).
+CREATE FUNCTION sqs_loader.run_raise(p_run_id bigint) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r sqs_loader.load_runs;
+BEGIN
+    SELECT * INTO STRICT r FROM sqs_loader.load_runs WHERE run_id = p_run_id;
+    IF r.sqlstate IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = r.sqlstate, MESSAGE = substr(r.error, length(r.sqlstate) + 3),
+            DETAIL = coalesce(r.error_detail, ''), HINT = coalesce(r.error_hint, '');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.run_raise(bigint) IS 'Raise the error a load run ended with, if any.';
+
+-- The job. A procedure (not a function) because it COMMITs after every batch; so it cannot run
+-- inside an explicit transaction block, and cannot pin its search_path: it refers to nothing
+-- but schema-qualified functions and a schema-qualified type (no operators, no casts).
+CREATE PROCEDURE @extschema@.load_user_logins(
+    queue_url text DEFAULT NULL,
+    max_messages integer DEFAULT NULL,
+    max_seconds integer DEFAULT NULL,
+    INOUT received bigint DEFAULT NULL,
+    INOUT loaded bigint DEFAULT NULL,
+    INOUT rejected bigint DEFAULT NULL,
+    INOUT skipped bigint DEFAULT NULL,
+    INOUT run_id bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    more boolean;
+    r sqs_loader.load_runs;
+BEGIN
+    run_id := sqs_loader.run_begin(queue_url, max_messages, max_seconds, 'call');
     COMMIT;
+    LOOP
+        more := sqs_loader.run_batch(run_id);
+        COMMIT;
+        EXIT WHEN NOT more;
+    END LOOP;
+    r := sqs_loader.run_end(run_id);
+    COMMIT;
+    received := r.received;
+    loaded := r.loaded;
+    rejected := r.rejected;
+    skipped := r.skipped;
+    PERFORM sqs_loader.run_raise(run_id);
 END
 $$;
 COMMENT ON PROCEDURE @extschema@.load_user_logins(text, integer, integer, bigint, bigint, bigint, bigint, bigint) IS

@@ -42,8 +42,10 @@ COMMENT ON FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) IS
   'Receive for load_user_logins(): takes the batch prefetched for the same request and, with prefetch, receives the next one in the background.';
 COMMENT ON FUNCTION sqs_loader.release_prefetched() IS
   'Make the messages of a pending prefetch visible again (end of a run); returns how many.';
-COMMENT ON FUNCTION sqs_loader.delete_async(text, text[]) IS
-  'Start deleting messages in the background (after a COMMIT) and return at once (internal to load_user_logins()).';
+COMMENT ON FUNCTION sqs_loader.delete_after_commit(text, text[]) IS
+  'Delete messages in the background once the current transaction commits, never if it aborts (internal to the loader).';
+COMMENT ON FUNCTION sqs_loader.loader_settings() IS
+  'The loader''s settings (sqs_loader.batch_size, visibility_timeout, ...), typed: what a load run starts from.';
 COMMENT ON FUNCTION sqs_loader.delete_collect(boolean) IS
   'Collect finished background deletes (all of them when wait): how many were deleted; failures as WARNING/ERROR.';
 COMMENT ON FUNCTION sqs_loader.mask_values(text[]) IS

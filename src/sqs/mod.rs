@@ -5,6 +5,7 @@
 
 pub mod credentials;
 pub mod endpoint;
+pub mod executor;
 pub mod http;
 pub mod sign;
 pub mod wire;

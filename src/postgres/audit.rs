@@ -5,12 +5,10 @@
 //! The caller resolves the role names (it may see roles its own transaction created) and hands
 //! the row to the worker in a dynamic shared memory segment.
 
-use crate::error;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
 use serde::{Deserialize, Serialize};
 use std::ffi::CStr;
 
@@ -35,15 +33,18 @@ fn role_name(oid: pg_sys::Oid) -> String {
     }
 }
 
-pub fn record(token: Option<&str>, outcome: &str) {
-    let fail = |why: String| -> ! {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
-            format!("cannot write the unmask audit row: {why}"),
-            None,
-            Some("Unmasking requires its audit row; check max_worker_processes."),
-        )
-    };
+/// The audit row could not be written (so nothing may be unmasked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot write the unmask audit row: no background worker slot is free ({0})")]
+    NoWorkerSlot(String),
+    #[error("cannot write the unmask audit row: the audit worker failed ({0})")]
+    WorkerFailed(String),
+    #[error("cannot write the unmask audit row: the audit worker did not commit it")]
+    NotCommitted,
+}
+
+pub fn record(token: Option<&str>, outcome: &str) -> Result<(), AuditError> {
     let row = Row {
         audit_id: (getrandom::u64().unwrap_or(0) >> 1) as i64,
         session_user: role_name(unsafe { pg_sys::GetSessionUserId() }),
@@ -73,9 +74,9 @@ pub fn record(token: Option<&str>, outcome: &str) {
         .set_restart_time(None)
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
-        .unwrap_or_else(|e| fail(format!("no background worker slot ({e:?})")));
+        .map_err(|e| AuditError::NoWorkerSlot(format!("{e:?}")))?;
     if let Err(e) = worker.wait_for_shutdown() {
-        fail(format!("the audit worker failed ({e:?})"));
+        return Err(AuditError::WorkerFailed(format!("{e:?}")));
     }
     unsafe { pg_sys::dsm_detach(seg) };
     let written = Spi::get_one_with_args::<bool>(
@@ -86,8 +87,9 @@ pub fn record(token: Option<&str>, outcome: &str) {
     .flatten()
     .unwrap_or(false);
     if !written {
-        fail("the audit worker did not commit the row".into());
+        return Err(AuditError::NotCommitted);
     }
+    Ok(())
 }
 
 #[pg_guard]

@@ -1,17 +1,18 @@
-//! The database side of masking: token key and data keys via SPI, bulk vault upsert.
+//! The database side of masking: token key and data keys via SPI, bulk vault upsert, and the
+//! last RSA private key a session used (parsed once).
 //!
 //! A backend keeps one data key in memory (its plaintext never leaves the process; the
 //! database holds it only wrapped under the RSA public key). It is replaced after
 //! `DATA_KEY_USES` values, or when its row is gone (the transaction that created it aborted).
 
-use crate::error;
 use crate::mask::{self, MaskError};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::cell::RefCell;
+use std::rc::Rc;
 
-/// Values sealed under one data key before a new one is made (random 96-bit nonces stay far
-/// below the 2^32 AES-GCM bound).
+/// Values sealed under one data key before a new one is made (far below the 2^64 nonces the
+/// counter construction of [`mask::Sealer`] allows; it bounds how much one key protects).
 const DATA_KEY_USES: u64 = 1_000_000;
 
 struct CachedDataKey {
@@ -184,13 +185,13 @@ fn distinct_sorted(values: &[Option<String>]) -> Vec<&str> {
 }
 
 /// Tokens for `values`, aligned with them (NULL stays NULL).
-pub fn mask_values(values: &[Option<String>]) -> Vec<Option<String>> {
+pub fn mask_values(values: &[Option<String>]) -> Result<Vec<Option<String>>, MaskError> {
     let distinct = distinct_sorted(values);
     if distinct.is_empty() {
-        return values.iter().map(|_| None).collect();
+        return Ok(values.iter().map(|_| None).collect());
     }
-    let tokens = mask_distinct(&distinct).unwrap_or_else(|e| error::mask(e));
-    values
+    let tokens = mask_distinct(&distinct)?;
+    Ok(values
         .iter()
         .map(|v| {
             v.as_deref().map(|v| {
@@ -200,19 +201,45 @@ pub fn mask_values(values: &[Option<String>]) -> Vec<Option<String>> {
                 tokens[i].clone()
             })
         })
-        .collect()
+        .collect())
 }
 
 /// Pairs (value, token) for the distinct non-null values.
-pub fn mask_pairs(values: &[Option<String>]) -> Vec<(String, String)> {
+pub fn mask_pairs(values: &[Option<String>]) -> Result<Vec<(String, String)>, MaskError> {
     let distinct = distinct_sorted(values);
     if distinct.is_empty() {
-        return vec![];
+        return Ok(vec![]);
     }
-    let tokens = mask_distinct(&distinct).unwrap_or_else(|e| error::mask(e));
-    distinct
+    let tokens = mask_distinct(&distinct)?;
+    Ok(distinct
         .into_iter()
         .map(str::to_string)
         .zip(tokens)
-        .collect()
+        .collect())
+}
+
+/// An RSA private key parsed from PEM (and decrypted with its passphrase). Parsing is slow, so
+/// the last key a session used is kept, keyed by a digest of the PEM and passphrase.
+pub fn private_key(pem: &str, passphrase: Option<&str>) -> Result<Rc<rsa::PrivateKey>, MaskError> {
+    use sha2::{Digest, Sha256};
+    thread_local! {
+        static LAST: RefCell<Option<([u8; 32], Rc<rsa::PrivateKey>)>> = const { RefCell::new(None) };
+    }
+    let mut h = Sha256::new();
+    h.update(pem.as_bytes());
+    h.update([0u8]);
+    h.update(passphrase.unwrap_or("").as_bytes());
+    h.update([passphrase.is_some() as u8]);
+    let digest: [u8; 32] = h.finalize().into();
+    if let Some(k) = LAST.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(d, _)| *d == digest)
+            .map(|(_, k)| k.clone())
+    }) {
+        return Ok(k);
+    }
+    let k = Rc::new(mask::parse_private_key(pem, passphrase)?);
+    LAST.with(|l| *l.borrow_mut() = Some((digest, k.clone())));
+    Ok(k)
 }

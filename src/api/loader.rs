@@ -1,0 +1,153 @@
+//! What `load_user_logins()` calls: the loader's receive with prefetch, background deletes,
+//! the message parser, and the library version. All in the private schema.
+
+use super::sqs::warn_failures;
+use super::{message_row, non_null};
+use crate::login;
+use crate::postgres::{guc, loader_state};
+use crate::sqs::executor::ReceiveArgs;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+/// load_user_logins()'s receive: like sqs_pull(), but takes the batch it prefetched for this
+/// same request and, with `prefetch`, starts receiving the next batch in the background.
+#[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn pull(
+    queue_url: &str,
+    n: i32,
+    visibility_timeout: Option<i32>,
+    wait_seconds: i32,
+    prefetch: bool,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(message_id, String),
+            name!(receipt_handle, String),
+            name!(body, String),
+            name!(sent_at, Option<TimestampWithTimeZone>),
+            name!(receive_count, Option<i32>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let args = ReceiveArgs::new(n, visibility_timeout, wait_seconds)?;
+    let msgs = loader_state::pull_for_loader(queue_url, args, prefetch)?;
+    Ok(TableIterator::new(msgs.into_iter().map(message_row)))
+}
+
+/// Make the messages of a pending prefetch visible again; how many.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn release_prefetched() -> Result<i32, ErrorReport> {
+    Ok(loader_state::release_prefetched()? as i32)
+}
+
+/// Delete these messages in the background once the current transaction commits (never if it
+/// aborts): load_user_logins() calls it for each batch it loads, so the next batch overlaps the
+/// deletes.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn delete_after_commit(
+    queue_url: &str,
+    receipt_handles: Vec<Option<String>>,
+) -> Result<(), ErrorReport> {
+    let handles = non_null(receipt_handles, "receipt_handles")?;
+    Ok(loader_state::delete_after_commit(queue_url, handles)?)
+}
+
+/// Collect the background deletes that finished (all of them when `wait`): how many were
+/// deleted. Failed entries are reported in a WARNING, a request-level failure as an ERROR.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn delete_collect(wait: bool) -> Result<i64, ErrorReport> {
+    let out = loader_state::delete_collect(wait)?;
+    warn_failures("background delete", &out);
+    Ok(out.succeeded as i64)
+}
+
+/// The loader's settings, typed (what a run starts from).
+#[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
+#[pg_extern(stable, parallel_safe, schema = "sqs_loader")]
+fn loader_settings() -> TableIterator<
+    'static,
+    (
+        name!(queue_url, Option<String>),
+        name!(batch_size, i32),
+        name!(visibility_timeout, Option<i32>),
+        name!(wait_seconds, i32),
+        name!(max_seconds, i32),
+        name!(max_messages, Option<i32>),
+        name!(exit_when_empty, bool),
+        name!(progress_seconds, i32),
+        name!(dedup_retention_days, i32),
+    ),
+> {
+    TableIterator::once((
+        guc::queue_url(),
+        guc::batch_size(),
+        guc::visibility_timeout(),
+        guc::wait_seconds(),
+        guc::max_seconds(),
+        guc::max_messages(),
+        guc::exit_when_empty(),
+        guc::progress_seconds(),
+        guc::dedup_retention_days(),
+    ))
+}
+
+/// The installed extension version (calling it also loads the library, defining the settings).
+#[pg_extern(immutable, parallel_safe, schema = "sqs_loader")]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Validate and flatten one message body: one row, with reject_reason NULL when valid.
+#[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
+#[pg_extern(immutable, strict, parallel_safe, schema = "sqs_loader")]
+fn parse_login(
+    body: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(user_id, Option<String>),
+        name!(device_type, Option<String>),
+        name!(ip, Option<String>),
+        name!(locale, Option<String>),
+        name!(device_id, Option<String>),
+        name!(app_version, Option<i32>),
+        name!(reject_reason, Option<String>),
+        name!(reject_detail, Option<String>),
+    ),
+> {
+    TableIterator::once(match login::parse(body) {
+        Ok(e) => (
+            Some(e.user_id),
+            e.device_type,
+            Some(e.ip),
+            e.locale,
+            Some(e.device_id),
+            Some(e.app_version),
+            None,
+            None,
+        ),
+        Err(r) => (
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(r.reason.to_string()),
+            Some(r.detail),
+        ),
+    })
+}
+
+/// Every rejection reason with its meaning.
+#[pg_extern(immutable, parallel_safe, schema = "sqs_loader")]
+fn reject_reasons() -> TableIterator<'static, (name!(reason, String), name!(meaning, String))> {
+    TableIterator::new(
+        login::REASONS
+            .iter()
+            .map(|(r, m)| (r.to_string(), m.to_string())),
+    )
+}

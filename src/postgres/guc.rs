@@ -1,0 +1,400 @@
+//! Settings (`sqs_loader.*` GUCs): private statics, one typed getter each. The GUC ranges
+//! guarantee the bounds, so callers use the values as they come. Read them only on the
+//! backend's own thread. The table of every setting is in docs/reference.md (checked against
+//! pg_settings by a test).
+
+use crate::sqs::credentials::Configured;
+use crate::sqs::http::CallOptions;
+use crate::sqs::Protocol;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::PostgresGucEnum;
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum WireProtocol {
+    #[name = c"json"]
+    Json,
+    #[name = c"query"]
+    Query,
+}
+
+// ---------------------------------------------------------------- SQS endpoint and wire
+
+/// Queue `load_user_logins()` reads when called without one.
+static QUEUE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Where every request goes instead of the queue URL's host (VPC endpoints, emulators).
+static ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Signing region when the host does not name one.
+static REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
+/// AWS JSON 1.0 or the query protocol.
+static PROTOCOL: GucSetting<WireProtocol> = GucSetting::<WireProtocol>::new(WireProtocol::Json);
+/// Hosts requests may go to (superuser only).
+static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(
+    c"*.amazonaws.com,*.amazonaws.com.cn,localhost,127.0.0.1,::1",
+));
+/// One HTTP request's timeout.
+static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// Requests one call keeps in flight.
+static MAX_PARALLEL_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(8);
+/// Retries after 5xx, throttling or connection errors.
+static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+
+// ---------------------------------------------------------------- credentials (secrets)
+
+/// Static credentials: superuser only, hidden from other roles.
+static AWS_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AWS_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+static AWS_SESSION_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+// ---------------------------------------------------------------- load_user_logins()
+
+/// Messages pulled and committed per transaction.
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
+/// Visibility timeout asked for on receive (0: the queue's own).
+static VISIBILITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(120);
+/// Long-poll wait of the loader's receives.
+static WAIT_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(1);
+/// Time limit of one run.
+static MAX_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(50);
+/// Message limit of one run (0: none).
+static MAX_MESSAGES: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Return as soon as a receive finds the queue empty.
+static EXIT_WHEN_EMPTY: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Days the ids of processed messages are kept.
+static DEDUP_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(15);
+/// Seconds between progress NOTICEs.
+static PROGRESS_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(5);
+
+// ---------------------------------------------------------------- typed getters
+
+fn string(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get()
+        .map(|c| c.to_string_lossy().trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn queue_url() -> Option<String> {
+    string(&QUEUE_URL)
+}
+
+pub fn endpoint_override() -> Option<String> {
+    string(&ENDPOINT)
+}
+
+pub fn region() -> String {
+    string(&REGION).unwrap_or_else(|| "us-east-1".into())
+}
+
+pub fn allowed_hosts() -> String {
+    string(&ALLOWED_HOSTS).unwrap_or_default()
+}
+
+pub fn configured_credentials() -> Configured {
+    Configured {
+        access_key_id: string(&AWS_ACCESS_KEY_ID),
+        secret_access_key: string(&AWS_SECRET_ACCESS_KEY),
+        session_token: string(&AWS_SESSION_TOKEN),
+    }
+}
+
+pub fn call_options() -> CallOptions {
+    CallOptions {
+        protocol: match PROTOCOL.get() {
+            WireProtocol::Json => Protocol::Json,
+            WireProtocol::Query => Protocol::Query,
+        },
+        timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
+        max_retries: MAX_RETRIES.get() as u32,
+    }
+}
+
+pub fn max_parallel_requests() -> usize {
+    MAX_PARALLEL_REQUESTS.get() as usize
+}
+
+pub fn batch_size() -> i32 {
+    BATCH_SIZE.get()
+}
+
+/// None: use the queue's own visibility timeout.
+pub fn visibility_timeout() -> Option<i32> {
+    Some(VISIBILITY_TIMEOUT.get()).filter(|v| *v > 0)
+}
+
+pub fn wait_seconds() -> i32 {
+    WAIT_SECONDS.get()
+}
+
+pub fn max_seconds() -> i32 {
+    MAX_SECONDS.get()
+}
+
+/// None: no limit.
+pub fn max_messages() -> Option<i32> {
+    Some(MAX_MESSAGES.get()).filter(|v| *v > 0)
+}
+
+pub fn exit_when_empty() -> bool {
+    EXIT_WHEN_EMPTY.get()
+}
+
+pub fn dedup_retention_days() -> i32 {
+    DEDUP_RETENTION_DAYS.get()
+}
+
+pub fn progress_seconds() -> i32 {
+    PROGRESS_SECONDS.get()
+}
+
+// ---------------------------------------------------------------- definitions
+
+/// Define every setting (from `_PG_init`), area by area, then reserve the prefix.
+pub fn init() {
+    define_sqs();
+    define_credentials();
+    define_loader();
+    // SAFETY: a plain call at library load time.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"sqs_loader".as_ptr()) };
+}
+
+fn user_string(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    s: &'static GucSetting<Option<CString>>,
+) {
+    GucRegistry::define_string_guc(
+        name,
+        short,
+        long,
+        s,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+fn int(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    s: &'static GucSetting<i32>,
+    (min, max): (i32, i32),
+    context: GucContext,
+    flags: GucFlags,
+) {
+    GucRegistry::define_int_guc(name, short, long, s, min, max, context, flags);
+}
+
+fn define_sqs() {
+    user_string(
+        c"sqs_loader.queue_url",
+        c"Queue URL load_user_logins() reads when called without one.",
+        c"AWS: https://sqs.<region>.amazonaws.com/<account>/<name>; LocalStack: http://localhost:4566/000000000000/<name>.",
+        &QUEUE_URL,
+    );
+    user_string(
+        c"sqs_loader.endpoint",
+        c"Send every SQS request to this endpoint (scheme://host[:port]) instead of the queue URL's host.",
+        c"Empty: use the queue URL's host. Also used by sqs_create_queue().",
+        &ENDPOINT,
+    );
+    user_string(
+        c"sqs_loader.region",
+        c"Signing region when the endpoint host does not name one (LocalStack, custom endpoints).",
+        c"",
+        &REGION,
+    );
+    GucRegistry::define_enum_guc(
+        c"sqs_loader.protocol",
+        c"SQS wire protocol: json (AWS JSON 1.0) or query (form + XML, e.g. LocalStack 0.14).",
+        c"",
+        &PROTOCOL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"sqs_loader.allowed_hosts",
+        c"Comma-separated hosts SQS requests may go to (exact names, *.suffix, or *).",
+        c"Keeps roles allowed to call the sqs_* functions from making the server talk to arbitrary hosts.",
+        &ALLOWED_HOSTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    int(
+        c"sqs_loader.http_timeout_ms",
+        c"Timeout of one SQS HTTP request, in milliseconds (long-poll waits are added to it).",
+        c"",
+        &HTTP_TIMEOUT_MS,
+        (100, 600_000),
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    int(
+        c"sqs_loader.max_parallel_requests",
+        c"Most SQS requests one call keeps in flight at once.",
+        c"",
+        &MAX_PARALLEL_REQUESTS,
+        (1, 64),
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    int(
+        c"sqs_loader.max_retries",
+        c"Retries of a request after 5xx, throttling or connection errors (exponential backoff with jitter).",
+        c"",
+        &MAX_RETRIES,
+        (0, 10),
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+/// Refuse to take an AWS secret from a source that other roles can read: `ALTER DATABASE/ROLE
+/// ... SET` (stored in the world-readable pg_db_role_setting) and function `SET` clauses
+/// (pg_proc.proconfig), which are validated with source PGC_S_TEST.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn secret_check_hook(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    let empty =
+        newval.is_null() || (*newval).is_null() || CStr::from_ptr(*newval).to_bytes().is_empty();
+    let readable_by_others = matches!(
+        source,
+        pg_sys::GucSource::PGC_S_TEST
+            | pg_sys::GucSource::PGC_S_DATABASE
+            | pg_sys::GucSource::PGC_S_USER
+            | pg_sys::GucSource::PGC_S_DATABASE_USER
+            | pg_sys::GucSource::PGC_S_GLOBAL
+    );
+    if empty || !readable_by_others {
+        return true;
+    }
+    pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
+    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+        c"AWS credentials cannot be stored with ALTER DATABASE/ROLE SET or a function SET clause"
+            .as_ptr(),
+    );
+    pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
+        c"Those are readable by every role. Use the server environment, an instance role, postgresql.conf or ALTER SYSTEM."
+            .as_ptr(),
+    );
+    false
+}
+
+fn define_secret(
+    name: &'static CStr,
+    short: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+) {
+    // SAFETY: the hook is a plain function with the signature Postgres expects.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            name,
+            short,
+            c"Superuser only; hidden from other roles in SHOW, pg_settings and current_setting(). \
+              Prefer the server environment or an instance role.",
+            setting,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
+            Some(secret_check_hook),
+            None,
+            None,
+        );
+    }
+}
+
+fn define_credentials() {
+    define_secret(
+        c"sqs_loader.aws_access_key_id",
+        c"AWS access key id.",
+        &AWS_ACCESS_KEY_ID,
+    );
+    define_secret(
+        c"sqs_loader.aws_secret_access_key",
+        c"AWS secret access key.",
+        &AWS_SECRET_ACCESS_KEY,
+    );
+    define_secret(
+        c"sqs_loader.aws_session_token",
+        c"AWS session token (temporary credentials).",
+        &AWS_SESSION_TOKEN,
+    );
+}
+
+fn define_loader() {
+    let user = |name, short, long, s, range| {
+        int(
+            name,
+            short,
+            long,
+            s,
+            range,
+            GucContext::Userset,
+            GucFlags::default(),
+        )
+    };
+    user(
+        c"sqs_loader.batch_size",
+        c"Messages load_user_logins() pulls and commits per transaction.",
+        c"",
+        &BATCH_SIZE,
+        (1, 10_000),
+    );
+    user(
+        c"sqs_loader.visibility_timeout",
+        c"Visibility timeout (seconds) load_user_logins() asks for; 0 uses the queue's own.",
+        c"Must exceed the time one batch takes, or another loader may receive the same message (it is then skipped, not duplicated).",
+        &VISIBILITY_TIMEOUT,
+        (0, 43_200),
+    );
+    user(
+        c"sqs_loader.wait_seconds",
+        c"Long-poll wait (seconds) of load_user_logins()'s receives.",
+        c"",
+        &WAIT_SECONDS,
+        (0, 20),
+    );
+    user(
+        c"sqs_loader.max_seconds",
+        c"Default time limit (seconds) of one load_user_logins() run.",
+        c"Under a minute so that per-minute pg_cron runs do not overlap much.",
+        &MAX_SECONDS,
+        (1, 86_400),
+    );
+    user(
+        c"sqs_loader.max_messages",
+        c"Default message limit of one load_user_logins() run; 0 means no limit.",
+        c"",
+        &MAX_MESSAGES,
+        (0, i32::MAX),
+    );
+    GucRegistry::define_bool_guc(
+        c"sqs_loader.exit_when_empty",
+        c"Whether load_user_logins() returns as soon as a receive finds the queue empty.",
+        c"Off: keep long-polling until max_seconds (continuous consumption from pg_cron).",
+        &EXIT_WHEN_EMPTY,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    int(
+        c"sqs_loader.dedup_retention_days",
+        c"Days the ids of loaded messages are kept to recognise redeliveries (more than SQS's 14-day maximum retention).",
+        c"",
+        &DEDUP_RETENTION_DAYS,
+        (15, 3650),
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    user(
+        c"sqs_loader.progress_seconds",
+        c"Seconds between progress NOTICEs of a long load_user_logins() run.",
+        c"",
+        &PROGRESS_SECONDS,
+        (1, 3600),
+    );
+}

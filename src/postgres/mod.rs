@@ -1,0 +1,10 @@
+//! The Postgres glue: settings, errors, I/O threads, per-backend loader state, the vault and
+//! the audit. Everything that calls into Postgres lives here or in `crate::api`.
+
+pub mod audit;
+pub mod backend;
+pub mod error;
+pub mod guc;
+pub mod loader_state;
+pub mod sqs_client;
+pub mod vault;

@@ -1,0 +1,290 @@
+use super::*;
+
+fn no_headers(_: &str) -> Option<String> {
+    None
+}
+
+fn receive() -> Request {
+    Request::Receive {
+        queue_url: "http://localhost:4566/000000000000/q".into(),
+        max_messages: 10,
+        visibility_timeout: Some(30),
+        wait_seconds: 0,
+    }
+}
+
+#[test]
+fn json_receive_request() {
+    let r = encode(Protocol::Json, &receive());
+    assert_eq!(r.path, "/");
+    assert!(r
+        .headers
+        .contains(&("x-amz-target", "AmazonSQS.ReceiveMessage".into())));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["QueueUrl"], "http://localhost:4566/000000000000/q");
+    assert_eq!(v["MaxNumberOfMessages"], 10);
+    assert_eq!(v["VisibilityTimeout"], 30);
+    assert_eq!(v["MessageSystemAttributeNames"][0], "All");
+}
+
+#[test]
+fn query_requests_are_form_encoded() {
+    let r = encode(Protocol::Query, &receive());
+    let body = String::from_utf8(r.body).unwrap();
+    assert!(body.starts_with("Action=ReceiveMessage&Version=2012-11-05&QueueUrl=http%3A%2F%2Flocalhost%3A4566%2F000000000000%2Fq"));
+    assert!(body.contains("VisibilityTimeout=30"));
+    let r = encode(
+        Protocol::Query,
+        &Request::SendBatch {
+            queue_url: "u".into(),
+            entries: vec![("0".into(), "a&b=c \"é\"".into()), ("1".into(), "x".into())],
+        },
+    );
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&r.body).into_owned().collect();
+    assert!(pairs.contains(&(
+        "SendMessageBatchRequestEntry.1.MessageBody".into(),
+        "a&b=c \"é\"".into()
+    )));
+    assert!(pairs.contains(&("SendMessageBatchRequestEntry.2.Id".into(), "1".into())));
+}
+
+#[test]
+fn json_receive_response() {
+    let body = r#"{"Messages":[{"MessageId":"m1","ReceiptHandle":"r1","MD5OfBody":"900150983cd24fb0d6963f7d28e17f72","Body":"abc","Attributes":{"SentTimestamp":"1700000000123","ApproximateReceiveCount":"2"}}]}"#;
+    let r = decode(
+        Protocol::Json,
+        &receive(),
+        200,
+        &no_headers,
+        body.as_bytes(),
+        "e",
+    )
+    .unwrap();
+    let Response::Received(m) = r else { panic!() };
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].body, "abc");
+    assert_eq!(m[0].sent_timestamp_ms, Some(1_700_000_000_123));
+    assert_eq!(m[0].receive_count, Some(2));
+    let empty = decode(Protocol::Json, &receive(), 200, &no_headers, b"{}", "e").unwrap();
+    assert_eq!(empty, Response::Received(vec![]));
+}
+
+#[test]
+fn md5_mismatch_is_an_error() {
+    let body = r#"{"Messages":[{"MessageId":"m1","ReceiptHandle":"r1","MD5OfBody":"00000000000000000000000000000000","Body":"abc"}]}"#;
+    let err = decode(
+        Protocol::Json,
+        &receive(),
+        200,
+        &no_headers,
+        body.as_bytes(),
+        "e",
+    )
+    .unwrap_err();
+    assert!(matches!(err, SqsError::Protocol { .. }), "{err:?}");
+}
+
+#[test]
+fn xml_receive_response_unescapes_bodies() {
+    let body = r#"<?xml version='1.0' encoding='utf-8'?>
+<ReceiveMessageResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/"><ReceiveMessageResult><Message><MessageId>e5</MessageId><MD5OfBody>ff4346e5e8ab7dfd89199ac0941663a6</MD5OfBody><Body>{&quot;a&quot;:&quot;&lt;&amp;&gt;&quot;}</Body><Attribute><Name>SentTimestamp</Name><Value>1795653668533</Value></Attribute><Attribute><Name>ApproximateReceiveCount</Name><Value>1</Value></Attribute><ReceiptHandle>MjVj</ReceiptHandle></Message></ReceiveMessageResult><ResponseMetadata><RequestId>ad</RequestId></ResponseMetadata></ReceiveMessageResponse>"#;
+    let r = decode(
+        Protocol::Query,
+        &receive(),
+        200,
+        &no_headers,
+        body.as_bytes(),
+        "e",
+    )
+    .unwrap();
+    let Response::Received(m) = r else { panic!() };
+    assert_eq!(m[0].body, r#"{"a":"<&>"}"#);
+    assert_eq!(m[0].receipt_handle, "MjVj");
+    assert_eq!(m[0].sent_timestamp_ms, Some(1_795_653_668_533));
+    let empty = r#"<ReceiveMessageResponse><ReceiveMessageResult/><ResponseMetadata/></ReceiveMessageResponse>"#;
+    assert_eq!(
+        decode(
+            Protocol::Query,
+            &receive(),
+            200,
+            &no_headers,
+            empty.as_bytes(),
+            "e"
+        )
+        .unwrap(),
+        Response::Received(vec![])
+    );
+}
+
+#[test]
+fn errors_in_both_protocols() {
+    let json = br#"{"__type": "com.amazonaws.sqs#QueueDoesNotExist", "message": "The specified queue does not exist."}"#;
+    let e = decode(Protocol::Json, &receive(), 400, &no_headers, json, "e").unwrap_err();
+    assert!(
+        matches!(&e, SqsError::Aws { code, status: 400, .. } if code == "QueueDoesNotExist"),
+        "{e:?}"
+    );
+    assert!(!e.retryable());
+    let xml = br#"<ErrorResponse xmlns="x"><Error><Code>AWS.SimpleQueueService.NonExistentQueue</Code><Message>The specified queue does not exist for this wsdl version.</Message><Type>Sender</Type></Error><RequestId>8e</RequestId></ErrorResponse>"#;
+    let e = decode(Protocol::Query, &receive(), 400, &no_headers, xml, "e").unwrap_err();
+    assert!(
+        matches!(&e, SqsError::Aws { code, .. } if code == "QueueDoesNotExist"),
+        "{e:?}"
+    );
+    let throttled = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    assert!(
+        decode(Protocol::Json, &receive(), 400, &no_headers, throttled, "e")
+            .unwrap_err()
+            .retryable()
+    );
+    let e = decode(
+        Protocol::Json,
+        &receive(),
+        503,
+        &no_headers,
+        b"<html>busy</html>",
+        "e",
+    )
+    .unwrap_err();
+    assert!(e.retryable());
+    assert!(
+        matches!(&e, SqsError::Aws { code, .. } if code == "HTTP503"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn batch_results_both_protocols() {
+    let req = Request::DeleteBatch {
+        queue_url: "u".into(),
+        entries: vec![],
+    };
+    let json = br#"{"Successful":[{"Id":"0"}],"Failed":[{"Id":"1","SenderFault":true,"Code":"ReceiptHandleIsInvalid","Message":"bad"}]}"#;
+    let Response::Batch { successful, failed } =
+        decode(Protocol::Json, &req, 200, &no_headers, json, "e").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(successful, vec![("0".to_string(), None)]);
+    assert_eq!(failed[0].code, "ReceiptHandleIsInvalid");
+    assert!(failed[0].sender_fault);
+    let xml = br#"<DeleteMessageBatchResponse><DeleteMessageBatchResult><DeleteMessageBatchResultEntry><Id>0</Id></DeleteMessageBatchResultEntry><BatchResultErrorEntry><Id>1</Id><SenderFault>true</SenderFault><Code>ReceiptHandleIsInvalid</Code><Message>bad</Message></BatchResultErrorEntry></DeleteMessageBatchResult></DeleteMessageBatchResponse>"#;
+    let Response::Batch { successful, failed } =
+        decode(Protocol::Query, &req, 200, &no_headers, xml, "e").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(successful.len(), 1);
+    assert_eq!(failed[0].id, "1");
+}
+
+#[test]
+fn change_visibility_batch_both_protocols() {
+    let req = Request::ChangeVisibilityBatch {
+        queue_url: "u".into(),
+        entries: vec![("0".into(), "rh0".into())],
+        visibility_timeout: 0,
+    };
+    let v: Value = serde_json::from_slice(&encode(Protocol::Json, &req).body).unwrap();
+    assert_eq!(v["Entries"][0]["VisibilityTimeout"], 0);
+    let q = String::from_utf8(encode(Protocol::Query, &req).body).unwrap();
+    assert!(
+        q.contains("ChangeMessageVisibilityBatchRequestEntry.1.VisibilityTimeout=0"),
+        "{q}"
+    );
+    let xml = br#"<ChangeMessageVisibilityBatchResponse><ChangeMessageVisibilityBatchResult><ChangeMessageVisibilityBatchResultEntry><Id>0</Id></ChangeMessageVisibilityBatchResultEntry></ChangeMessageVisibilityBatchResult></ChangeMessageVisibilityBatchResponse>"#;
+    let Response::Batch { successful, .. } =
+        decode(Protocol::Query, &req, 200, &no_headers, xml, "e").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(successful.len(), 1);
+}
+
+#[test]
+fn create_queue_and_attributes() {
+    let req = Request::CreateQueue {
+        name: "q".into(),
+        attributes: BTreeMap::new(),
+    };
+    assert_eq!(
+        decode(
+            Protocol::Json,
+            &req,
+            200,
+            &no_headers,
+            br#"{"QueueUrl":"http://x/0/q"}"#,
+            "e"
+        )
+        .unwrap(),
+        Response::QueueUrl("http://x/0/q".into())
+    );
+    let xml = br#"<CreateQueueResponse><CreateQueueResult><QueueUrl>http://x/0/q</QueueUrl></CreateQueueResult></CreateQueueResponse>"#;
+    assert_eq!(
+        decode(Protocol::Query, &req, 200, &no_headers, xml, "e").unwrap(),
+        Response::QueueUrl("http://x/0/q".into())
+    );
+    let req = Request::GetAttributes {
+        queue_url: "u".into(),
+    };
+    let xml = br#"<GetQueueAttributesResponse><GetQueueAttributesResult><Attribute><Name>ApproximateNumberOfMessages</Name><Value>3</Value></Attribute></GetQueueAttributesResult></GetQueueAttributesResponse>"#;
+    let Response::Attributes(a) =
+        decode(Protocol::Query, &req, 200, &no_headers, xml, "e").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(a["ApproximateNumberOfMessages"], "3");
+}
+
+proptest::proptest! {
+    /// Whatever an endpoint answers, decoding returns a value or an error: never a panic.
+    #[test]
+    fn decode_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..600), status in 100u16..600, json in proptest::bool::ANY) {
+        let protocol = if json { Protocol::Json } else { Protocol::Query };
+        let reqs = [
+            receive(),
+            Request::DeleteBatch { queue_url: "u".into(), entries: vec![] },
+            Request::SendBatch { queue_url: "u".into(), entries: vec![] },
+            Request::CreateQueue { name: "q".into(), attributes: BTreeMap::new() },
+            Request::GetAttributes { queue_url: "u".into() },
+        ];
+        for req in &reqs {
+            let _ = decode(protocol, req, status, &no_headers, &body, "e");
+        }
+    }
+
+    /// XML-looking input, which reaches deeper into the XML decoder.
+    #[test]
+    fn decode_xml_like_never_panics(body in "(<[A-Za-z]{1,12}>|</[A-Za-z]{1,12}>|&[a-z#0-9]{1,6};|[^<&]{0,8}){0,40}") {
+        for req in [receive(), Request::GetAttributes { queue_url: "u".into() }] {
+            let _ = decode(Protocol::Query, &req, 200, &no_headers, body.as_bytes(), "e");
+            let _ = decode(Protocol::Query, &req, 400, &no_headers, body.as_bytes(), "e");
+        }
+    }
+}
+
+#[test]
+fn garbage_is_a_protocol_error_not_a_panic() {
+    for body in [
+        &b"not json"[..],
+        b"[1,2]",
+        br#"{"Messages":"x"}"#,
+        br#"{"Messages":[{"Body":"b"}]}"#,
+    ] {
+        let e = decode(Protocol::Json, &receive(), 200, &no_headers, body, "e");
+        assert!(
+            matches!(e, Err(SqsError::Protocol { .. })),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let e = decode(
+        Protocol::Query,
+        &receive(),
+        200,
+        &no_headers,
+        b"<a><b></a>",
+        "e",
+    );
+    assert!(matches!(e, Err(SqsError::Protocol { .. })));
+}
