@@ -1,4 +1,4 @@
-//! Harness for the client-side integration tests: a throwaway PostgreSQL 15 cluster with
+//! Harness for the client-side integration tests: a throwaway PostgreSQL cluster (15 or 18) with
 //! sqs_loader installed and pg_cron preloaded, and local SQS emulators, all on 127.0.0.1.
 //! `scripts/test.sh` starts them and passes their coordinates in SQS_LOADER_IT_* variables.
 //!
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub struct Env {
     pub pgport: u16,
+    /// The PostgreSQL major the cluster runs (15 or 18).
+    pub pg_major: u32,
     pub pgbin: String,
     pub pgdata: String,
     pub pg_os_user: String,
@@ -25,6 +27,8 @@ pub struct Env {
     /// STS temporary credentials (with a session token) for the same moto user.
     pub moto_temp: (String, String, String),
     pub root: String,
+    /// Where scripts/ keep their state ($RUN_DIR), e.g. the upgrade fixture's key.
+    pub run_dir: String,
 }
 
 fn var(name: &str) -> String {
@@ -47,6 +51,7 @@ pub fn env() -> &'static Env {
         };
         Env {
             pgport: var("SQS_LOADER_IT_PGPORT").parse().unwrap(),
+            pg_major: var("SQS_LOADER_IT_PG_MAJOR").parse().unwrap(),
             pgbin: var("SQS_LOADER_IT_PGBIN"),
             pgdata: var("SQS_LOADER_IT_PGDATA"),
             pg_os_user: var("SQS_LOADER_IT_PG_OS_USER"),
@@ -63,6 +68,7 @@ pub fn env() -> &'static Env {
                 get("MOTO_TEMP_SESSION_TOKEN"),
             ),
             root: var("SQS_LOADER_IT_ROOT"),
+            run_dir: var("SQS_LOADER_IT_RUN_DIR"),
         }
     })
 }
@@ -323,6 +329,7 @@ pub fn restart_cluster(mode: &str) {
         .arg(format!("{}/scripts/pg.sh", e.root))
         .args(["start", &e.cluster, &e.pgport.to_string(), &e.cron_db])
         .env("PG_SERVER_ENV", &e.server_env)
+        .env("PG", e.pg_major.to_string())
         .status()
         .unwrap()
         .success();
@@ -354,7 +361,10 @@ pub struct FaultStats {
 
 /// An HTTP proxy on 127.0.0.1 in front of an SQS endpoint that fails `fault_percent` % of the
 /// requests: HTTP 500, HTTP 503, throttling (400 ThrottlingException), a dropped connection, or
-/// a stall (holds the request for `stall`, then drops it) — in equal shares.
+/// a stall (holds the request for `stall`, then drops it) — in equal shares. Which requests fail
+/// is a fixed schedule, not a dice roll: request n fails when (n × percent) mod 100 < percent
+/// (evenly spread), and the failing ones take the five kinds in turn, so every kind occurs
+/// once enough requests went through; at 100 % every request fails.
 pub struct FaultProxy {
     pub url: String,
     pub stats: std::sync::Arc<FaultStats>,
@@ -374,10 +384,13 @@ pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> Fault
     let stats = Arc::new(FaultStats::default());
     let percent = Arc::new(AtomicU32::new(fault_percent));
     let (st, pc) = (stats.clone(), percent.clone());
+    let sequence = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fault_turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let (st, pc, upstream) = (st.clone(), pc.clone(), upstream.clone());
+            let (seq, faults) = (sequence.clone(), fault_turn.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut head = Vec::new();
@@ -404,8 +417,16 @@ pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> Fault
                 if reader.read_exact(&mut body).is_err() {
                     return;
                 }
-                let roll = (getrandom::u32().unwrap() % 1000) as f64 / 10.0;
-                let p = pc.load(Ordering::SeqCst) as f64;
+                let n = seq.fetch_add(1, Ordering::SeqCst);
+                let p = pc.load(Ordering::SeqCst) as usize;
+                // `roll` lands in the fifth of [0, p) of the kind whose turn it is, or past p.
+                let roll = if (n * p) % 100 < p {
+                    let kind = faults.fetch_add(1, Ordering::SeqCst) % 5;
+                    (kind as f64 + 0.5) * p as f64 / 5.0
+                } else {
+                    100.0
+                };
+                let p = p as f64;
                 let reply = |conn: &mut std::net::TcpStream, status: &str, body: &str| {
                     let _ = write!(
                         conn,

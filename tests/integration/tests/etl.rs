@@ -314,7 +314,7 @@ fn every_hostile_body_gets_its_reason_and_its_neighbours_load() {
     let mut c = db.client();
     let url = create_queue(&mut c, "it-hostile");
     let corpus: Vec<Value> = std::fs::read_to_string(format!(
-        "{}/pgrx-tests/data/hostile_bodies.jsonl",
+        "{}/tests/integration/data/hostile_bodies.jsonl",
         env().root
     ))
     .unwrap()

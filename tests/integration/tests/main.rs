@@ -6,3 +6,4 @@ mod docs;
 mod etl;
 mod faults;
 mod sqs;
+mod upgrade;

@@ -117,19 +117,31 @@ fn moto_round_trip(c: &mut postgres::Client, protocol: &str) {
         .map(|i| format!("{{\"i\":{i},\"s\":\"<&>é\"}}"))
         .collect();
     send(c, &url, &bodies);
-    let rows = c
-        .query(
-            "SELECT receipt_handle, body FROM sqs_pull($1, 15, 30)",
-            &[&url],
-        )
-        .unwrap();
-    assert_eq!(rows.len(), 15, "{protocol}");
-    let handles: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    // SQS is at-least-once, and moto shows it: parallel receives can hand out one message twice
+    // (and another not yet). Pull until every message was seen; each stays invisible for 30 s.
+    let mut seen = std::collections::BTreeMap::<String, String>::new();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "all 15 messages received",
+        || {
+            for r in c
+                .query(
+                    "SELECT message_id, receipt_handle FROM sqs_pull($1, 15, 30)",
+                    &[&url],
+                )
+                .unwrap()
+            {
+                seen.insert(r.get(0), r.get(1));
+            }
+            seen.len() == 15
+        },
+    );
+    let handles: Vec<String> = seen.into_values().collect();
     let deleted: i32 = c
         .query_one("SELECT sqs_delete($1, $2)", &[&url, &handles])
         .unwrap()
         .get(0);
-    assert_eq!(deleted, 15);
+    assert_eq!(deleted, 15, "{protocol}");
     assert_eq!(queue_depth(c, &url), (0, 0));
 }
 
