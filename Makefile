@@ -1,11 +1,10 @@
 # sqs_loader: see README.md. Every target works from a fresh Debian 12 machine (it installs
-# what is missing). Servers listen on 127.0.0.1 only; `make stop` stops them.
+# what is missing). Servers listen on 127.0.0.1 only; `make stop` stops them. Ports, paths and
+# the PostgreSQL major come from scripts/lib.sh; PG=18 selects PostgreSQL 18 (default 15).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
-DEMO_PGPORT ?= 55432
-PSQL := /usr/lib/postgresql/15/bin/psql -X -h 127.0.0.1 -p $(DEMO_PGPORT) -U postgres -d postgres
+PG ?= 15
+export PG
 
 .PHONY: help deps install demo start stop clean test bench fuzz create_key etl health_check psql lint
 
@@ -15,8 +14,8 @@ help: ## list the targets
 deps: ## install apt packages, cargo-pgrx, LocalStack (idempotent)
 	@bash scripts/deps.sh
 
-install: deps ## build (release) and install the extension into PostgreSQL 15
-	@cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(filter 0,$(shell id -u)),,--sudo) >/dev/null
+install: deps ## build (release) and install the extension (PG=18, or PG_CONFIG=/path/to/pg_config)
+	@bash scripts/install.sh
 
 demo: ## the whole product on a local default: PostgreSQL + LocalStack, 100 sample messages, load, unmask
 	@bash scripts/demo.sh
@@ -28,21 +27,21 @@ stop: ## stop what make start / make demo started
 	@bash scripts/stop.sh
 
 clean: stop ## stop and remove the local cluster and LocalStack data
-	@rm -rf /tmp/sqs_loader/pg-demo /tmp/sqs_loader/localstack
+	@bash scripts/clean.sh
 
 create_key: ## write a new RSA key pair to keys/ (private key mode 0600)
 	@bash scripts/create_key.sh
 
 etl: ## CALL load_user_logins() on the local cluster
-	@$(PSQL) -c 'CALL load_user_logins()'
+	@bash scripts/psql.sh -c 'CALL load_user_logins()'
 
 health_check: ## rows loaded, rejects by reason, last runs, queue depth
-	@$(PSQL) -f scripts/health_check.sql
+	@bash scripts/psql.sh -f scripts/health_check.sql
 
 psql: ## a psql session on the local cluster
-	@$(PSQL)
+	@bash scripts/psql.sh
 
-test: ## run the whole test suite (unit, #[pg_test], integration against LocalStack and moto)
+test: ## run the whole test suite (unit, #[pg_test], pg_regress, integration against LocalStack and moto)
 	@bash scripts/test.sh
 
 bench: ## benchmarks (drain rates, masking cost, memory): tables in bench/results/, about 15 minutes

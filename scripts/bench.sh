@@ -10,7 +10,6 @@ step "building and installing sqs_loader (release)"
 make -s install
 cargo build --release -q -p sqs_loader_bench
 
-BENCH_PGPORT=${BENCH_PGPORT:-55434}
 cleanup() {
   bash scripts/pg.sh destroy bench >/dev/null 2>&1 || true
   stop_started_emulators
@@ -31,7 +30,7 @@ fi
 
 step "benchmark cluster on 127.0.0.1:$BENCH_PGPORT"
 bash scripts/pg.sh destroy bench
-PG_SERVER_ENV="AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test" bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
+bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
 step "benchmarks"
 # shellcheck disable=SC2086
 BENCH_PGPORT=$BENCH_PGPORT BENCH_FAUXQS=http://127.0.0.1:$FAUXQS_PORT BENCH_LOCALSTACK=http://127.0.0.1:$LOCALSTACK_PORT \

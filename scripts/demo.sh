@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 NO_FILL=1 bash scripts/start.sh
 step "demo"
-"$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DEMO_PGPORT" -U postgres -d postgres \
+psql_on "$DEMO_PGPORT" postgres -v ON_ERROR_STOP=1 \
   -v pub="$(cat keys/public_key.pem)" -v priv="$(cat keys/private_key.pem)" -f scripts/demo.sql
 cat <<TXT
 

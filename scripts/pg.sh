@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster on 127.0.0.1 with pg_cron preloaded.
+# A throwaway PostgreSQL cluster (major $PG) on 127.0.0.1, run as $PG_OS_USER, with pg_cron and
+# sqs_loader preloaded and the local emulators in sqs_loader.allowed_hosts.
 #   pg.sh start NAME PORT DBNAME   initdb if needed, start, create DBNAME (pg_cron lives there)
 #   pg.sh stop NAME                fast shutdown (no error when not running)
 #   pg.sh destroy NAME             stop and remove its directory
-# Extra environment for the server process: PG_SERVER_ENV="K=V K2=V2" (e.g. AWS credentials).
+# PG_SERVER_ENV="K=V ..." is the server's environment (default: the dummy AWS credentials);
+# PG_PRELOAD the shared_preload_libraries (default pg_cron,sqs_loader).
 # The superuser is `postgres`; local and 127.0.0.1 connections are trusted (loopback only).
 source "$(dirname "$0")/lib.sh"
 
@@ -12,16 +14,12 @@ cmd=${1:-}; name=${2:-}
 dir=$RUN_DIR/pg-$name
 data=$dir/data; sock=$dir/sock; log=$dir/server.log
 
-ensure_os_user() {
-  id -u "$PG_OS_USER" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$PG_OS_USER"
-}
-
 running() { [ -f "$data/postmaster.pid" ] && as_pg_user "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; }
 
 case "$cmd" in
 start)
   port=${3:?port}; db=${4:?dbname}
-  ensure_os_user
+  ensure_pg_os_user
   mkdir -p "$RUN_DIR"; chmod 755 "$RUN_DIR"
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf "$dir"
@@ -33,21 +31,23 @@ start)
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$sock'
-shared_preload_libraries = 'pg_cron'
 cron.database_name = '$db'
 cron.host = '127.0.0.1'
-max_worker_processes = 16
+max_worker_processes = 32
 log_line_prefix = '%m [%p] %q%u@%d '
+sqs_loader.allowed_hosts = '$LOCAL_ALLOWED_HOSTS'
+include_if_exists = 'preload.conf'
 CONF
   fi
   if ! running; then
+    # Rewritten at every start, so a restart can change what is preloaded.
+    echo "shared_preload_libraries = '${PG_PRELOAD-pg_cron,sqs_loader}'" | as_pg_user tee "$data/preload.conf" >/dev/null
     # shellcheck disable=SC2086
-    as_pg_user env ${PG_SERVER_ENV:-} "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
+    as_pg_user env ${PG_SERVER_ENV-$DUMMY_AWS_ENV} "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
       || { tail -20 "$log"; die "postgres did not start"; }
   fi
-  exists=$("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$port" -U postgres -d postgres \
-    -c "SELECT 1 FROM pg_database WHERE datname = '$db'")
-  [ "$exists" = 1 ] || "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE \"$db\""
+  exists=$(psql_on "$port" postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$db'")
+  [ "$exists" = 1 ] || psql_on "$port" postgres -q -c "CREATE DATABASE \"$db\""
   ;;
 stop)
   if running; then as_pg_user "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Local PostgreSQL 15 (pg_cron preloaded) and LocalStack, both on 127.0.0.1; the extension
-# installed and created; login-queue created and filled with the 100 sample messages.
+# Local PostgreSQL ($PG; pg_cron and sqs_loader preloaded) and LocalStack, both on 127.0.0.1;
+# the extension installed and created; login-queue created and filled with the 100 sample messages.
 #   NO_FILL=1 start.sh   leaves the queue as it is
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -9,17 +9,22 @@ make -s install
 step "LocalStack on 127.0.0.1:$LOCALSTACK_PORT"
 bash scripts/sqs.sh start localstack
 step "PostgreSQL on 127.0.0.1:$DEMO_PGPORT"
-# LocalStack accepts any credentials; the server process gets dummy ones from its environment.
-PG_SERVER_ENV="AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test" bash scripts/pg.sh start demo "$DEMO_PGPORT" postgres
+# A running cluster keeps the library it preloaded: restart it when a newer one was installed.
+pid_file=$RUN_DIR/pg-demo/data/postmaster.pid
+if [ -f "$pid_file" ] && [ "$("$PG_CONFIG" --pkglibdir)/sqs_loader.so" -nt "$pid_file" ]; then
+  bash scripts/pg.sh stop demo
+fi
+# LocalStack accepts any credentials; the server process gets dummy ones (scripts/lib.sh).
+bash scripts/pg.sh start demo "$DEMO_PGPORT" postgres
 bash scripts/create_key.sh >/dev/null
 step "extension, RSA public key, login-queue"
-"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DEMO_PGPORT" -U postgres -d postgres \
-  -v pub="$(cat keys/public_key.pem)" -v nofill="${NO_FILL:-0}" <<'SQL'
+psql_on "$DEMO_PGPORT" postgres -q -v ON_ERROR_STOP=1 \
+  -v pub="$(cat keys/public_key.pem)" -v nofill="${NO_FILL:-0}" -v queue_url="$DEMO_QUEUE_URL" <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 CREATE EXTENSION IF NOT EXISTS sqs_loader;
-ALTER DATABASE postgres SET sqs_loader.queue_url = 'http://localhost:4566/000000000000/login-queue';
-SET sqs_loader.queue_url = 'http://localhost:4566/000000000000/login-queue';
+ALTER DATABASE postgres SET sqs_loader.queue_url = :'queue_url';
+SET sqs_loader.queue_url = :'queue_url';
 SELECT set_rsa_public_key(:'pub') AS rsa_key_fingerprint \gset
 SELECT sqs_create_queue('login-queue') AS queue_url \gset
 \if :nofill
