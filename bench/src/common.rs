@@ -1,0 +1,221 @@
+//! What every benchmark shares: configuration from the environment, reproducible messages, the
+//! database connection, and the results table.
+
+use postgres::{Client, NoTls};
+use std::fmt::Write as _;
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make bench`"))
+}
+
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ------------------------------------------------------------------ messages
+
+/// xorshift64*: reproducible pseudo-random messages.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const VERSIONS: &[&str] = &[
+    "2.3.0", "0.96", "2.00", "0.2.6", "1.7", "3.1.4", "0.26", "2.6", "4.0.12", "1.21",
+];
+const LOCALES: &[&str] = &["RU", "PH", "US", "BR", "CN", "ID", "KE", "UA", "DE", "JP"];
+
+/// Sample-shaped message bodies.
+pub struct Messages {
+    pub bodies: Vec<String>,
+    /// How many of them are valid login events (the rest are the original malformed message).
+    pub valid: usize,
+}
+
+/// `n` sample-shaped bodies: about 10 % reuse an earlier IP, 1 % are the original malformed
+/// message, 29 % of the valid ones have a null locale.
+pub fn messages(n: usize, seed: u64) -> Messages {
+    let mut r = Rng(seed | 1);
+    let mut ips: Vec<String> = Vec::new();
+    let mut bodies = Vec::with_capacity(n);
+    let mut valid = 0;
+    for i in 0..n {
+        if r.below(100) == 0 {
+            bodies.push(r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#.to_string());
+            continue;
+        }
+        let ip = if !ips.is_empty() && r.below(10) == 0 {
+            ips[r.below(ips.len() as u64) as usize].clone()
+        } else {
+            let ip = format!(
+                "{}.{}.{}.{}",
+                1 + r.below(223),
+                r.below(256),
+                r.below(256),
+                r.below(256)
+            );
+            ips.push(ip.clone());
+            ip
+        };
+        let locale = if r.below(100) < 29 {
+            "null".to_string()
+        } else {
+            format!("\"{}\"", LOCALES[r.below(LOCALES.len() as u64) as usize])
+        };
+        bodies.push(format!(
+            r#"{{"user_id": "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", "app_version": "{}", "device_type": "{}", "ip": "{ip}", "locale": {locale}, "device_id": "{:03}-{:02}-{:04}"}}"#,
+            r.next() as u32,
+            i as u16,
+            r.below(4096),
+            r.below(65536),
+            r.next() & 0xffff_ffff_ffff,
+            VERSIONS[r.below(VERSIONS.len() as u64) as usize],
+            if r.below(2) == 0 { "ios" } else { "android" },
+            r.below(1000),
+            r.below(100),
+            r.below(10_000)
+        ));
+        valid += 1;
+    }
+    Messages { bodies, valid }
+}
+
+// ------------------------------------------------------------------ database
+
+pub fn connect(db: &str) -> Client {
+    Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db} application_name=bench",
+            env("BENCH_PGPORT")
+        ),
+        NoTls,
+    )
+    .unwrap_or_else(|e| panic!("connect {db}: {e}"))
+}
+
+pub fn reset_tables(c: &mut Client) {
+    c.batch_execute(
+        "TRUNCATE user_logins; TRUNCATE sqs_loader.vault, sqs_loader.processed_messages, sqs_loader.rejected_messages, sqs_loader.load_runs;",
+    )
+    .unwrap();
+}
+
+/// Database `bench` with the extension, pgcrypto and the benchmark's RSA public key.
+pub fn setup_db() {
+    let mut admin = connect("postgres");
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS bench WITH (FORCE)")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE bench").unwrap();
+    let mut c = connect("bench");
+    c.batch_execute("CREATE EXTENSION sqs_loader; CREATE EXTENSION pgcrypto;")
+        .unwrap();
+    let public = std::fs::read_to_string(format!("{}/public_key.pem", env("BENCH_KEYS"))).unwrap();
+    c.execute("SELECT set_rsa_public_key($1)", &[&public])
+        .unwrap();
+}
+
+pub fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+// ------------------------------------------------------------------ results
+
+/// One measured configuration: a sample per run.
+pub struct Row {
+    pub name: String,
+    pub unit: String,
+    pub samples: Vec<f64>,
+    pub note: String,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+pub fn fmt_rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{:.0}", x)
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::MAX, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::MIN, f64::max)
+}
+
+/// A results table: median of the runs with min–max.
+#[derive(Default)]
+pub struct Table {
+    pub rows: Vec<Row>,
+}
+
+impl Table {
+    pub fn add(&mut self, name: &str, unit: &str, samples: Vec<f64>, note: String) {
+        println!(
+            "  {name}: median {} {unit} (min {} – max {}) {note}",
+            fmt_rate(median(&samples)),
+            fmt_rate(min(&samples)),
+            fmt_rate(max(&samples))
+        );
+        self.rows.push(Row {
+            name: name.into(),
+            unit: unit.into(),
+            samples,
+            note,
+        });
+    }
+
+    pub fn median_of(&self, name: &str) -> f64 {
+        median(
+            &self
+                .rows
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap_or_else(|| panic!("no row {name}"))
+                .samples,
+        )
+    }
+
+    pub fn render(&self, title: &str) -> String {
+        let mut s = format!("\n### {title}\n\n| measurement | median | min – max | runs | |\n|---|---:|---:|---:|---|\n");
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} {} | {} – {} | {} | {} |",
+                r.name,
+                fmt_rate(median(&r.samples)),
+                r.unit,
+                fmt_rate(min(&r.samples)),
+                fmt_rate(max(&r.samples)),
+                r.samples.len(),
+                r.note
+            );
+        }
+        s
+    }
+}

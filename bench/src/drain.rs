@@ -1,0 +1,200 @@
+//! 1. drain: messages/s draining a freshly filled queue — a bare receive+delete client (the
+//!    ceiling, no database) at 1/4/16 parallel requests, load_user_logins() (one run, two and four
+//!    concurrent runs) and a Python reference loader.
+
+use crate::common::{connect, count, env, median, messages, reset_tables, Table};
+use crate::sqs::{Depth, Sqs};
+use std::fmt::Write as _;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// Who drains the queue.
+#[derive(Clone, Copy)]
+enum Drainer {
+    /// The bare client with this many parallel clients.
+    Bare {
+        clients: usize,
+    },
+    /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight.
+    Loader {
+        runs: usize,
+        parallel: usize,
+    },
+    Python,
+}
+
+/// One measurement: fill a fresh queue with `n` messages, drain it, check the result is exact;
+/// messages per second.
+fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> f64 {
+    let m = messages(n, seed);
+    let url = sqs.create(&format!("bench-{}-{seed:x}", std::process::id()));
+    sqs.fill(&url, &m.bodies);
+    let mut c = connect("bench");
+    reset_tables(&mut c);
+    let took = match d {
+        Drainer::Bare { clients } => sqs.bare_drain(&url, n, clients),
+        Drainer::Loader { runs, parallel } => {
+            let barrier = Arc::new(Barrier::new(runs));
+            let start = Instant::now();
+            let handles: Vec<_> = (0..runs)
+                .map(|_| {
+                    let (url, barrier, base) = (url.clone(), barrier.clone(), sqs.base.clone());
+                    std::thread::spawn(move || {
+                        let mut c = connect("bench");
+                        // Emulators name queues after hosts that need not resolve: send to the emulator.
+                        c.batch_execute(&format!(
+                            "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
+                             SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
+                             SET sqs_loader.endpoint = '{base}';"
+                        ))
+                        .unwrap();
+                        barrier.wait();
+                        c.query_one("CALL load_user_logins($1)", &[&url]).unwrap();
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            let took = start.elapsed();
+            let rows = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
+            let rejected =
+                count(&mut c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize;
+            assert_eq!(
+                (rows, rejected),
+                (m.valid, n - m.valid),
+                "the load is exact"
+            );
+            took
+        }
+        Drainer::Python => {
+            let out =
+                std::process::Command::new(format!("{}/pyref/bin/python", env("BENCH_TOOLS")))
+                    .arg(format!("{}/bench/reference_loader.py", env("BENCH_ROOT")))
+                    .args(["--endpoint", &sqs.base, "--queue-url", &url, "--public-key"])
+                    .arg(format!("{}/public_key.pem", env("BENCH_KEYS")))
+                    .arg("--dsn")
+                    .arg(format!(
+                        "host=127.0.0.1 port={} user=postgres dbname=bench",
+                        env("BENCH_PGPORT")
+                    ))
+                    .output()
+                    .unwrap();
+            assert!(
+                out.status.success(),
+                "reference loader: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            let rows = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
+            assert_eq!(
+                rows, m.valid,
+                "the reference loader loaded every valid message"
+            );
+            Duration::from_secs_f64(secs)
+        }
+    };
+    assert_eq!(
+        sqs.depth(&url),
+        Depth {
+            visible: 0,
+            in_flight: 0
+        },
+        "queue drained"
+    );
+    n as f64 / took.as_secs_f64()
+}
+
+/// What one drain section measures.
+pub struct DrainPlan<'a> {
+    pub label: &'a str,
+    /// Messages per run (and for the Python loader, which is much slower).
+    pub n: usize,
+    pub n_python: usize,
+    pub runs: usize,
+    /// Also 16 parallel and the concurrent-run configurations.
+    pub full: bool,
+}
+
+pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
+    let (label, runs) = (p.label, p.runs);
+    println!(
+        "\n== drain on {label}: {} messages per run ({} for the Python loader), {runs} runs each",
+        p.n, p.n_python
+    );
+    let mut t = Table::default();
+    let mut seed = 0x5eed_0000_u64 + label.len() as u64 * 1000;
+    let mut measure = |t: &mut Table, name: &str, d: Drainer, n: usize, note: String| {
+        let v: Vec<f64> = (0..runs)
+            .map(|_| {
+                seed += 1;
+                drain_once(sqs, d, n, seed)
+            })
+            .collect();
+        t.add(name, "msg/s", v, note);
+    };
+    let bare: &[usize] = if p.full { &[1, 4, 16] } else { &[1, 4] };
+    for &k in bare {
+        measure(
+            &mut t,
+            &format!("bare client, {k} parallel"),
+            Drainer::Bare { clients: k },
+            p.n,
+            "ceiling: receive 10 + delete batch, no database".into(),
+        );
+    }
+    let loaders: &[(&str, usize, usize)] = if p.full {
+        &[
+            ("load_user_logins(), 1 run, 4 parallel", 1, 4),
+            ("load_user_logins(), 1 run, 16 parallel", 1, 16),
+            ("load_user_logins(), 2 concurrent runs × 8", 2, 8),
+            ("load_user_logins(), 4 concurrent runs × 4", 4, 4),
+        ]
+    } else {
+        &[("load_user_logins(), 1 run, 4 parallel", 1, 4)]
+    };
+    for &(name, runs, parallel) in loaders {
+        measure(
+            &mut t,
+            name,
+            Drainer::Loader { runs, parallel },
+            p.n,
+            String::new(),
+        );
+    }
+    measure(
+        &mut t,
+        "Python reference loader (boto3 + psycopg2)",
+        Drainer::Python,
+        p.n_python,
+        format!("{} messages", p.n_python),
+    );
+    let mut ratios = String::new();
+    let b4 = t.median_of("bare client, 4 parallel");
+    let l4 = t.median_of("load_user_logins(), 1 run, 4 parallel");
+    let py = t.median_of("Python reference loader (boto3 + psycopg2)");
+    let _ = writeln!(ratios, "\n{label}: load_user_logins() at 4 parallel = {:.0} % of the bare client at 4 (target ≥ 90 %)", 100.0 * l4 / b4);
+    if p.full {
+        let b16 = t.median_of("bare client, 16 parallel");
+        for &(name, _, _) in &loaders[1..] {
+            let _ = writeln!(
+                ratios,
+                "{label}: {name} = {:.0} % of the bare client at 16 (target ≥ 90 %)",
+                100.0 * t.median_of(name) / b16
+            );
+        }
+    }
+    let best = t
+        .rows
+        .iter()
+        .filter(|r| r.name.starts_with("load_user_logins"))
+        .map(|r| median(&r.samples))
+        .fold(0.0, f64::max);
+    let _ = writeln!(ratios, "{label}: fastest load_user_logins() configuration = {:.1}× the Python reference loader (target ≥ 5×)", best / py);
+    print!("{ratios}");
+    format!(
+        "{}{}",
+        t.render(&format!("Drain rate, {label}")),
+        ratios.replace('\n', "\n\n")
+    )
+}

@@ -1,0 +1,182 @@
+//! 2. mask: inserting pre-received rows unmasked, through sqs_loader's masking, and through a
+//!    pgcrypto-only equivalent; plus 100,000 distinct values through mask_pii_batch and through
+//!    mask_pii one by one.
+
+use crate::common::{connect, env, messages, reset_tables, Table};
+use postgres::Client;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
+    println!("\n== masking cost without network: {rows} rows ({pgcrypto_rows} for pgcrypto), {runs} runs each");
+    let mut c = connect("bench");
+    let bodies = messages(rows, 0xfeed).bodies;
+    c.batch_execute(
+        "DROP TABLE IF EXISTS bench_bodies, bench_rows, bench_rows_small, pgc_vault;
+         CREATE TABLE bench_bodies(body text);
+         CREATE TABLE pgc_vault(token text PRIMARY KEY, sealed bytea);",
+    )
+    .unwrap();
+    let mut w = c.copy_in("COPY bench_bodies(body) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')").unwrap();
+    use std::io::Write;
+    for b in &bodies {
+        writeln!(w, "{b}").unwrap();
+    }
+    w.finish().unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE bench_rows AS SELECT p.* FROM bench_bodies, sqs_loader.parse_login(body) p WHERE p.reject_reason IS NULL;
+         CREATE TABLE bench_rows_small AS SELECT * FROM bench_rows LIMIT {pgcrypto_rows};
+         ANALYZE bench_rows, bench_rows_small;"
+    ))
+    .unwrap();
+    let n_rows: i64 = c
+        .query_one("SELECT count(*) FROM bench_rows", &[])
+        .unwrap()
+        .get(0);
+    let pgp_pub = std::fs::read_to_string(format!("{}/pgp_public.asc", env("BENCH_KEYS"))).unwrap();
+    let hmac_key = "bench-hmac-key-0123456789abcdef0123456789abcdef";
+    let unmasked = |src: &str| {
+        format!(
+            "INSERT INTO user_logins SELECT user_id, device_type, ip, device_id, locale, app_version, current_date FROM {src}"
+        )
+    };
+    // What load_batch() does: one mask_values() call on the aligned ip and device_id arrays.
+    let ours = |src: &str| {
+        format!(
+            "WITH r AS (SELECT *, row_number() OVER () AS ord FROM {src}),
+                  a AS (SELECT array_agg(ip ORDER BY ord) AS ips, array_agg(device_id ORDER BY ord) AS devs, count(*)::int AS n FROM r),
+                  m AS (SELECT sqs_loader.mask_values(ips || devs) AS tok, n FROM a),
+                  t AS (SELECT u.* FROM m, unnest(m.tok[1:m.n], m.tok[m.n + 1:2 * m.n]) WITH ORDINALITY AS u(t_ip, t_dev, ord))
+             INSERT INTO user_logins
+             SELECT r.user_id, r.device_type, t.t_ip, t.t_dev, r.locale, r.app_version, current_date
+               FROM r JOIN t ON t.ord = r.ord"
+        )
+    };
+    let pgcrypto = |src: &str| {
+        format!(
+            "WITH v AS (SELECT ip AS x FROM {src} UNION SELECT device_id FROM {src}),
+                  ins AS (INSERT INTO pgc_vault
+                          SELECT encode(hmac(x, '{hmac_key}', 'sha256'), 'base64'), pgp_pub_encrypt(x, dearmor($1))
+                            FROM v ON CONFLICT DO NOTHING)
+             INSERT INTO user_logins
+             SELECT user_id, device_type, encode(hmac(ip, '{hmac_key}', 'sha256'), 'base64'),
+                    encode(hmac(device_id, '{hmac_key}', 'sha256'), 'base64'), locale, app_version, current_date
+               FROM {src}"
+        )
+    };
+    let mut t = Table::default();
+    let time = |c: &mut Client, sql: &str, param: Option<&str>, n: i64| -> f64 {
+        reset_tables(c);
+        c.batch_execute("TRUNCATE pgc_vault").unwrap();
+        let start = Instant::now();
+        match param {
+            Some(p) => {
+                c.execute(sql, &[&p]).unwrap();
+            }
+            None => c.batch_execute(sql).unwrap(),
+        }
+        let took = start.elapsed().as_secs_f64();
+        let loaded: i64 = c
+            .query_one("SELECT count(*) FROM user_logins", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(loaded, n);
+        took * 1e6 / n as f64
+    };
+    let small: i64 = c
+        .query_one("SELECT count(*) FROM bench_rows_small", &[])
+        .unwrap()
+        .get(0);
+    let a: Vec<f64> = (0..runs)
+        .map(|_| time(&mut c, &unmasked("bench_rows"), None, n_rows))
+        .collect();
+    t.add("(a) insert unmasked", "µs/row", a, format!("{n_rows} rows"));
+    let b: Vec<f64> = (0..runs)
+        .map(|_| time(&mut c, &ours("bench_rows"), None, n_rows))
+        .collect();
+    t.add(
+        "(b) insert through sqs_loader masking (tokens + vault)",
+        "µs/row",
+        b,
+        format!("{n_rows} rows"),
+    );
+    let b_small: Vec<f64> = (0..runs)
+        .map(|_| time(&mut c, &ours("bench_rows_small"), None, small))
+        .collect();
+    t.add(
+        "(b') the same, on the pgcrypto subset",
+        "µs/row",
+        b_small,
+        format!("{small} rows"),
+    );
+    let pc: Vec<f64> = (0..runs)
+        .map(|_| time(&mut c, &pgcrypto("bench_rows_small"), Some(&pgp_pub), small))
+        .collect();
+    t.add(
+        "(c) insert through pgcrypto (hmac + pgp_pub_encrypt per value)",
+        "µs/row",
+        pc,
+        format!("{small} rows"),
+    );
+    let mut ratios = String::new();
+    let _ = writeln!(
+        ratios,
+        "\nmasking: (b)/(a) = {:.2} (target ≤ 2.0)",
+        t.median_of("(b) insert through sqs_loader masking (tokens + vault)")
+            / t.median_of("(a) insert unmasked")
+    );
+    let _ = writeln!(
+        ratios,
+        "masking: (c)/(b') = {:.1} (target ≥ 10)",
+        t.median_of("(c) insert through pgcrypto (hmac + pgp_pub_encrypt per value)")
+            / t.median_of("(b') the same, on the pgcrypto subset")
+    );
+    // Issue #3: 100,000 distinct values, bulk path and one by one.
+    let mut u = Table::default();
+    let mut run = 0;
+    let mut values_per_s = |c: &mut Client, sql: &str| -> f64 {
+        run += 1;
+        reset_tables(c);
+        let sql = sql.replace("{run}", &run.to_string());
+        let start = Instant::now();
+        let n: i64 = c.query_one(&sql, &[]).unwrap().get(0);
+        let took = start.elapsed().as_secs_f64();
+        assert_eq!(n, 100_000);
+        n as f64 / took
+    };
+    let bulk: Vec<f64> = (0..runs)
+        .map(|_| values_per_s(&mut c, "SELECT count(*) FROM mask_pii_batch(ARRAY(SELECT 'b{run}-' || i FROM generate_series(1, 100000) i))"))
+        .collect();
+    u.add(
+        "mask_pii_batch(): 100,000 distinct values",
+        "values/s",
+        bulk,
+        "one backend (one core)".into(),
+    );
+    let single: Vec<f64> = (0..runs)
+        .map(|_| {
+            values_per_s(
+                &mut c,
+                "SELECT count(mask_pii('s{run}-' || i)) FROM generate_series(1, 100000) i",
+            )
+        })
+        .collect();
+    u.add(
+        "mask_pii() one by one: 100,000 distinct values",
+        "values/s",
+        single,
+        "one backend (one core)".into(),
+    );
+    let _ = writeln!(
+        ratios,
+        "masking: mask_pii_batch() = {:.0} distinct values/s on one core (target ≥ 50,000)",
+        u.median_of("mask_pii_batch(): 100,000 distinct values")
+    );
+    print!("{ratios}");
+    format!(
+        "{}{}{}",
+        t.render("Masking cost without network (lower is better)"),
+        u.render("Masking throughput"),
+        ratios.replace('\n', "\n\n")
+    )
+}
