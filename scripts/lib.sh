@@ -29,6 +29,7 @@ MOTO_PORT=${MOTO_PORT:-4567}
 FAUXQS_PORT=${FAUXQS_PORT:-4568}
 DEMO_PGPORT=${DEMO_PGPORT:-55432}
 TEST_PGPORT=${TEST_PGPORT:-55433}
+BARE_PGPORT=${BARE_PGPORT:-55435}
 BENCH_PGPORT=${BENCH_PGPORT:-55434}
 DEMO_QUEUE_URL="http://localhost:$LOCALSTACK_PORT/000000000000/login-queue"
 # The emulators accept any credentials: the server processes get these dummy ones, and never

@@ -4,7 +4,8 @@
 #  2. on PostgreSQL 15, the 0.1.0 release built from git history, loaded with data in the
 #     throwaway cluster, for the upgrade test (tests/integration/tests/upgrade.rs);
 #  3. the extension installed into the throwaway cluster (pg_cron and sqs_loader preloaded) and
-#     the pg_regress suite in tests/pg_regress/ (golden files) run against it;
+#     the pg_regress suite in tests/pg_regress/ (golden files) run against it; a second cluster
+#     without sqs_loader preloaded, for what must hold (or be refused) there;
 #  4. the client-side integration tests in tests/integration/ against it, LocalStack and moto.
 # Emulators this script starts, it stops; ones already running are reused and left running.
 # TEST_FILTER=name runs only the integration tests whose names contain it.
@@ -14,6 +15,7 @@ bash scripts/deps.sh test
 
 cleanup() {
   bash scripts/pg.sh destroy it >/dev/null 2>&1 || true
+  bash scripts/pg.sh destroy bare >/dev/null 2>&1 || true
   stop_started_emulators
 }
 trap cleanup EXIT
@@ -39,9 +41,11 @@ fi
 
 step "installing the extension"
 PROFILE=dev install_extension
-step "throwaway cluster on 127.0.0.1:$TEST_PGPORT"
+step "throwaway clusters on 127.0.0.1:$TEST_PGPORT, and :$BARE_PGPORT without sqs_loader preloaded"
 bash scripts/pg.sh stop it
 bash scripts/pg.sh start it "$TEST_PGPORT" sqs_loader_cron
+bash scripts/pg.sh destroy bare
+PG_PRELOAD=pg_cron bash scripts/pg.sh start bare "$BARE_PGPORT" sqs_loader_cron
 
 step "pg_regress suite (tests/pg_regress)"
 regress_out=$RUN_DIR/regress
@@ -55,9 +59,10 @@ if ! "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
   die "pg_regress: see $regress_out/regression.diffs"
 fi
 
-step "integration tests (tests/integration/)"
+step "integration tests (tests/integration/), with the offline recovery tool built"
+cargo build -q -p sqs_loader_unmask
 export SQS_LOADER_IT_PGPORT=$TEST_PGPORT SQS_LOADER_IT_PGBIN=$PG_BIN SQS_LOADER_IT_PGDATA=$RUN_DIR/pg-it/data \
-  SQS_LOADER_IT_PG_MAJOR=$PG SQS_LOADER_IT_PG_OS_USER=$PG_OS_USER SQS_LOADER_IT_CRON_DB=sqs_loader_cron \
+  SQS_LOADER_IT_PG_MAJOR=$PG SQS_LOADER_IT_BARE_PGPORT=$BARE_PGPORT SQS_LOADER_IT_PG_OS_USER=$PG_OS_USER SQS_LOADER_IT_CRON_DB=sqs_loader_cron \
   SQS_LOADER_IT_CLUSTER=it SQS_LOADER_IT_PG_SERVER_ENV="$DUMMY_AWS_ENV" \
   SQS_LOADER_IT_LOCALSTACK=http://localhost:$LOCALSTACK_PORT SQS_LOADER_IT_MOTO=http://127.0.0.1:$MOTO_PORT \
   SQS_LOADER_IT_MOTO_CREDENTIALS=$RUN_DIR/moto/credentials SQS_LOADER_IT_ROOT=$ROOT SQS_LOADER_IT_RUN_DIR=$RUN_DIR

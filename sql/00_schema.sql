@@ -47,21 +47,37 @@ COMMENT ON TABLE sqs_loader.data_keys IS
 COMMENT ON INDEX sqs_loader.data_keys_rsa_fingerprint IS 'Finds the data keys a rotation must re-wrap.';
 
 -- Tokens and message ids are opaque: byte order (COLLATE "C") makes their B-trees cheaper.
+-- An erased value leaves a tombstone under its token (sealed NULL): masking the value again
+-- conflicts on the token and stores nothing, whatever order the two transactions run in.
 CREATE TABLE sqs_loader.vault (
-    token       text COLLATE "C" PRIMARY KEY,
-    data_key_id bigint NOT NULL,
-    sealed      bytea NOT NULL
+    token         text COLLATE "C" PRIMARY KEY,
+    data_key_id   bigint,
+    sealed        bytea,
+    erased_at     timestamptz,
+    erased_by     text,
+    value_erased  boolean,
+    CHECK ((sealed IS NULL) = (data_key_id IS NULL)),
+    CHECK ((sealed IS NULL) = (erased_at IS NOT NULL))
 );
 COMMENT ON TABLE sqs_loader.vault IS
-  'One row per distinct masked value: nonce || AES-256-GCM(value), the token as associated data.';
+  'One row per distinct masked value: nonce || AES-256-GCM(value), the token as associated data; or, once erased with forget_pii(), a tombstone (sealed NULL) that keeps the value from being stored again.';
 
-CREATE TABLE sqs_loader.erased (
-    token     text COLLATE "C" PRIMARY KEY,
-    erased_at timestamptz NOT NULL DEFAULT now(),
-    erased_by text NOT NULL DEFAULT session_user
-);
-COMMENT ON TABLE sqs_loader.erased IS
-  'Tokens whose values were erased with forget_pii(): never stored in the vault again.';
+CREATE VIEW sqs_loader.erased AS
+SELECT token, erased_at, erased_by, value_erased FROM sqs_loader.vault WHERE erased_at IS NOT NULL;
+COMMENT ON VIEW sqs_loader.erased IS
+  'Tokens erased with forget_pii(): when, by whom, and whether a value was stored (false: erased before it was ever seen; NULL: erased by 0.1.0).';
+
+-- Whoever is a member of this role may recover values (unmask_pii, sealed_values): the one
+-- place to look to know who can see PII (besides superusers; see sqs_loader.pii_access).
+DO $role$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'sqs_loader_unmask') THEN
+        CREATE ROLE sqs_loader_unmask NOLOGIN;
+        COMMENT ON ROLE sqs_loader_unmask IS
+          'Members may recover masked values with an RSA private key: unmask_pii() and sealed_values() (sqs_loader).';
+    END IF;
+END
+$role$;
 
 CREATE TABLE sqs_loader.unmask_audit (
     audit_id          bigint PRIMARY KEY,
@@ -69,11 +85,13 @@ CREATE TABLE sqs_loader.unmask_audit (
     session_user_name text NOT NULL,
     role_name         text NOT NULL,
     token             text,
-    outcome           text NOT NULL
+    outcome           text NOT NULL,
+    action            text NOT NULL DEFAULT 'unmask' CHECK (action IN ('unmask', 'export', 'mask')),
+    value_count       integer
 );
 CREATE INDEX unmask_audit_at ON sqs_loader.unmask_audit (at);
 COMMENT ON TABLE sqs_loader.unmask_audit IS
-  'Every unmask_pii() call, written in its own transaction before any value is returned (callers cannot roll it back).';
+  'Every access to PII: unmask_pii() (unmask), sealed_values() (export), mask_pii()/mask_pii_batch() lookups (mask); written in its own transaction before anything is returned (callers cannot roll it back).';
 COMMENT ON INDEX sqs_loader.unmask_audit_at IS 'Audit rows by time.';
 
 -- ---------------------------------------------------------------- loading state
@@ -160,7 +178,6 @@ SELECT pg_catalog.pg_extension_config_dump('sqs_loader.token_key', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.rsa_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.data_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.vault', '');
-SELECT pg_catalog.pg_extension_config_dump('sqs_loader.erased', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.unmask_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.processed_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.rejected_messages', '');

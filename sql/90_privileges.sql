@@ -11,13 +11,19 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.sqs_queue_attributes(text),
     @extschema@.mask_pii(text),
     @extschema@.mask_pii_batch(text[]),
+    @extschema@.sealed_values(text[]),
+    @extschema@.set_rsa_public_key(text),
+    @extschema@.forget_pii(text)
+FROM PUBLIC;
+-- Every role may call the functions that take a secret: they refuse the wrong roles themselves,
+-- once the secret is masked (sqs_loader.require_caller); PostgreSQL's own refusal would log it.
+GRANT EXECUTE ON FUNCTION
     @extschema@.unmask_pii(text, text),
     @extschema@.unmask_pii(text, text, text),
     @extschema@.set_token_key(bytea),
-    @extschema@.set_rsa_public_key(text),
-    @extschema@.rotate_rsa_key(text, text, text),
-    @extschema@.forget_pii(text)
-FROM PUBLIC;
+    @extschema@.rotate_rsa_key(text, text, text)
+TO PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.sealed_values(text[]) TO sqs_loader_unmask;
 REVOKE EXECUTE ON PROCEDURE
     @extschema@.load_user_logins(text, integer, integer, bigint, bigint, bigint, bigint, bigint)
 FROM PUBLIC;
@@ -37,7 +43,7 @@ COMMENT ON FUNCTION @extschema@.sqs_create_queue(text, jsonb) IS
 COMMENT ON FUNCTION @extschema@.sqs_queue_attributes(text) IS
   'All attributes of a queue as jsonb (ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible, ...).';
 COMMENT ON FUNCTION @extschema@.mask_pii(text) IS
-  'Token of a value: deterministic (equal values, equal tokens), keyed (no guessing without the token key), recoverable only with the RSA private key. NULL in, NULL out.';
+  'Token of a value, to look it up in the data (WHERE masked_ip = mask_pii(''203.0.113.7'')): deterministic, keyed. Stores nothing; every distinct value looked up is audited. NULL in, NULL out.';
 COMMENT ON FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) IS
   'Receive for load_user_logins(): takes the batch prefetched for the same request and, with prefetch, receives the next one in the background.';
 COMMENT ON FUNCTION sqs_loader.release_prefetched() IS
@@ -51,7 +57,7 @@ COMMENT ON FUNCTION sqs_loader.delete_collect(boolean) IS
 COMMENT ON FUNCTION sqs_loader.mask_values(text[]) IS
   'Tokens of many values, aligned with them (NULL stays NULL), with one vault upsert: what load_user_logins() uses.';
 COMMENT ON FUNCTION @extschema@.mask_pii_batch(text[]) IS
-  'Tokens of many values with one vault upsert: one (value, token) row per distinct non-null value.';
+  'Tokens of many values to look them up: one (value, token) row per distinct non-null value. Stores nothing; the call is audited with the number of values.';
 COMMENT ON FUNCTION @extschema@.app_version_int(text) IS
   'Pack a version "major[.minor[.patch]]" as major*1000000 + minor*1000 + patch (order-preserving, collision-free).';
 COMMENT ON FUNCTION @extschema@.app_version_text(integer) IS
@@ -66,4 +72,10 @@ COMMENT ON FUNCTION sqs_loader.rsa_key_info(text) IS 'Validate an RSA public key
 COMMENT ON FUNCTION sqs_loader.private_key_fingerprint(text, text) IS 'Fingerprint of the public half of an RSA private key.';
 COMMENT ON FUNCTION sqs_loader.unseal(text, bytea, bytea, text, text) IS 'Decrypt one vault entry with an RSA private key (internal).';
 COMMENT ON FUNCTION sqs_loader.rewrap(bytea, text, text, text) IS 'Re-wrap a data key under a new RSA public key (internal).';
-COMMENT ON FUNCTION sqs_loader.audit_unmask(text, text) IS 'Commit an unmask audit row from a background worker (internal).';
+COMMENT ON FUNCTION sqs_loader.audit_access(text, text[], text[]) IS 'Commit PII audit rows from a background worker before anything is returned (internal).';
+COMMENT ON FUNCTION sqs_loader.protect_statement(text[]) IS
+  'Mask private keys and the given secrets in the running statement, its pg_stat_activity entry and later log lines (internal; first call of every function that takes a secret).';
+COMMENT ON FUNCTION sqs_loader.require_caller(text, text) IS
+  'Refuse (42501) unless the calling role is a superuser or has the privileges of the given role (internal).';
+COMMENT ON FUNCTION sqs_loader.require_preloaded(text) IS
+  'Refuse (55000) unless sqs_loader is in shared_preload_libraries, so that every session masks keys in the log (internal).';

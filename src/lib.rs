@@ -12,6 +12,7 @@ mod api;
 pub mod login;
 pub mod mask;
 mod postgres;
+pub mod redact;
 pub mod sqs;
 
 pgrx::extension_sql_file!("../sql/00_schema.sql", name = "schema", bootstrap);
@@ -20,13 +21,20 @@ pgrx::extension_sql_file!(
     name = "masking",
     requires = [
         "schema",
+        api::sqs::sqs_pull,
+        api::sqs::sqs_send,
+        api::masking::mask_pii,
+        api::masking::mask_pii_batch,
         api::masking::new_token_key,
         api::masking::token_key_id,
         api::masking::rsa_key_info,
         api::masking::unseal,
         api::masking::rewrap,
         api::masking::private_key_fingerprint,
-        api::masking::audit_unmask
+        api::masking::audit_access,
+        api::masking::protect_statement,
+        api::masking::require_caller,
+        api::masking::require_preloaded
     ]
 );
 pgrx::extension_sql_file!(
@@ -51,6 +59,7 @@ pgrx::extension_sql_file!("../sql/90_privileges.sql", name = "privileges", final
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     postgres::guc::init();
+    postgres::log_guard::install();
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -66,7 +75,7 @@ pub mod pg_test {
         let localstack = std::env::var("SQS_LOADER_TEST_LOCALSTACK")
             .unwrap_or_else(|_| "http://127.0.0.1:4566".into());
         vec![
-            "shared_preload_libraries='pg_cron'",
+            "shared_preload_libraries='pg_cron,sqs_loader'",
             "cron.database_name='pgrx_tests'",
             "max_worker_processes=16",
             Box::leak(format!("sqs_loader_test.localstack='{localstack}'").into_boxed_str()),

@@ -1,17 +1,55 @@
-//! Masking from SQL: tokens (with the vault), and the key operations that the SQL functions of
+//! Masking from SQL: tokens (with the vault for the loader, lookups for everyone else), the
+//! guards of the functions that take secrets, and the key operations that the SQL functions of
 //! sql/10_masking.sql build on.
 
 use crate::mask;
-use crate::postgres::{audit, vault};
+use crate::postgres::audit::{self, Action, Entry};
+use crate::postgres::error::Error;
+use crate::postgres::log_guard;
+use crate::postgres::vault::{self, Store};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 use rsa::traits::PublicKeyParts;
+use std::cell::RefCell;
+use std::collections::HashSet;
 
-/// Token of one value (and its vault entry). For ad-hoc SQL; the loader uses mask_values.
+thread_local! {
+    /// Values mask_pii() already looked up (and audited) in the current statement, keyed by the
+    /// statement's start time: `WHERE masked_ip = mask_pii('…')` calls it once per row.
+    static LOOKED_UP: RefCell<(i64, HashSet<String>)> = RefCell::new((0, HashSet::new()));
+}
+
+/// Token of one value, for looking values up (`WHERE masked_ip = mask_pii('203.0.113.7')`).
+/// Stores nothing; every distinct value looked up is audited (action mask), in a transaction
+/// of its own: a token is a way to test a guess, so guesses leave a trace even after ROLLBACK.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn mask_pii(value: Option<String>) -> Result<Option<String>, ErrorReport> {
-    Ok(vault::mask_values(&[value])?.pop().flatten())
+    let Some(v) = value else { return Ok(None) };
+    let token = vault::mask_values(&[Some(v.clone())], Store::TokensOnly)?
+        .pop()
+        .flatten();
+    // SAFETY: a plain read of the statement's start time.
+    let statement = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    let first = LOOKED_UP.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.0 != statement {
+            *l = (statement, HashSet::new());
+        }
+        l.1.insert(v)
+    });
+    if first {
+        audit::record(
+            Action::Mask,
+            vec![Entry {
+                token: token.clone(),
+                outcome: "looked_up".into(),
+                value_count: Some(1),
+            }],
+        )?;
+    }
+    Ok(token)
 }
 
 /// Tokens of many values, aligned with them (NULL stays NULL), with one vault upsert: the
@@ -19,16 +57,83 @@ fn mask_pii(value: Option<String>) -> Result<Option<String>, ErrorReport> {
 #[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
 #[search_path(pg_catalog, pg_temp)]
 fn mask_values(values: Vec<Option<String>>) -> Result<Vec<Option<String>>, ErrorReport> {
-    Ok(vault::mask_values(&values)?)
+    Ok(vault::mask_values(&values, Store::Vault)?)
 }
 
-/// Tokens of many values with one vault upsert: one row per distinct non-null value.
+/// Tokens of many values (one row per distinct non-null value), for lookups; stores nothing,
+/// and the call is audited (action mask, with the number of values).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn mask_pii_batch(
     values: Vec<Option<String>>,
 ) -> Result<TableIterator<'static, (name!(value, String), name!(token, String))>, ErrorReport> {
-    Ok(TableIterator::new(vault::mask_pairs(&values)?))
+    let pairs = vault::mask_pairs(&values, Store::TokensOnly)?;
+    audit::record(
+        Action::Mask,
+        vec![Entry {
+            token: None,
+            outcome: "looked_up".into(),
+            value_count: Some(pairs.len() as i32),
+        }],
+    )?;
+    Ok(TableIterator::new(pairs))
+}
+
+// ---------------------------------------------------------------- guards
+
+/// First thing a function that takes a secret does: mask private keys and these literal
+/// secrets in the running statement (its text, its pg_stat_activity entry) and in every later
+/// log line of the session. NULLs are skipped.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn protect_statement(secrets: Vec<Option<String>>) {
+    let secrets: Vec<String> = secrets.into_iter().flatten().collect();
+    let refs: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
+    log_guard::protect_statement(&refs);
+}
+
+/// Refuse (42501) unless the calling role — the one that called the SECURITY DEFINER function,
+/// after SET ROLE — is a superuser (`role` = 'superuser') or has the privileges of `role`.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn require_caller(what: &str, role: &str) -> Result<(), ErrorReport> {
+    // SAFETY: plain catalog lookups for the outer user.
+    let allowed = unsafe {
+        let caller = pg_sys::GetOuterUserId();
+        if role == "superuser" {
+            pg_sys::superuser_arg(caller)
+        } else {
+            let name = std::ffi::CString::new(role)
+                .map_err(|_| Error::InvalidArgument("role name with NUL".into()))?;
+            let oid = pg_sys::get_role_oid(name.as_ptr(), true);
+            oid != pg_sys::InvalidOid && pg_sys::has_privs_of_role(caller, oid)
+        }
+    };
+    if allowed {
+        return Ok(());
+    }
+    let need = if role == "superuser" {
+        "a superuser".to_string()
+    } else {
+        format!("a member of {role}")
+    };
+    Err(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("permission denied: {what} is for {need}"),
+        "sqs_loader",
+    )
+    .set_hint(if role == "superuser" {
+        "Ask a superuser.".to_string()
+    } else {
+        format!(
+            "A superuser can GRANT {role} TO the role that recovers values; see docs/security.md."
+        )
+    }))
+}
+
+/// Refuse (55000) unless the library is in shared_preload_libraries, so that every session
+/// masks keys in the log.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn require_preloaded(what: &str) -> Result<(), ErrorReport> {
+    Ok(log_guard::require_preloaded(what)?)
 }
 
 /// 32 random bytes from the OS CSPRNG: a new token key.
@@ -107,8 +212,27 @@ fn rewrap(
     Ok(mask::wrap(&new, &dk))
 }
 
-/// Write an unmask audit row in its own committed transaction (background worker).
+/// Write audit rows (one per token, aligned with its outcome) in their own committed
+/// transaction (background worker); returns once they are committed.
 #[pg_extern(volatile, schema = "sqs_loader")]
-fn audit_unmask(token: Option<&str>, outcome: &str) -> Result<(), ErrorReport> {
-    Ok(audit::record(token, outcome)?)
+fn audit_access(
+    action: &str,
+    tokens: Vec<Option<String>>,
+    outcomes: Vec<Option<String>>,
+) -> Result<(), ErrorReport> {
+    let action = Action::parse(action)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown audit action {action}")))?;
+    if tokens.len() != outcomes.len() {
+        return Err(Error::InvalidArgument("tokens and outcomes differ in length".into()).into());
+    }
+    let entries = tokens
+        .into_iter()
+        .zip(outcomes)
+        .map(|(token, outcome)| Entry {
+            token,
+            outcome: outcome.unwrap_or_else(|| "unknown".into()),
+            value_count: None,
+        })
+        .collect();
+    Ok(audit::record(action, entries)?)
 }

@@ -26,14 +26,18 @@ mod tests {
             one::<String>("SELECT token FROM mask_pii_batch(ARRAY['199.172.111.135', NULL]) WHERE value = '199.172.111.135'"),
             a
         );
-        // The vault holds one entry per distinct value.
-        assert_eq!(
+        // Lookups store nothing; the loader's path stores each distinct value once, under the
+        // same token.
+        let in_vault = |t: &str| {
             one::<i64>(&format!(
                 "SELECT count(*) FROM sqs_loader.vault WHERE token = {}",
-                quote(&a)
-            )),
-            1
-        );
+                quote(t)
+            ))
+        };
+        assert_eq!(in_vault(&a), 0, "mask_pii() stores nothing");
+        assert_eq!(store("199.172.111.135"), a);
+        assert_eq!(store("199.172.111.135"), a);
+        assert_eq!(in_vault(&a), 1);
     }
 
     #[pg_test]
@@ -50,7 +54,7 @@ mod tests {
     #[pg_test]
     fn unmask_round_trip_wrong_key_and_audit() {
         let private = install_fresh_key();
-        let token: String = one("SELECT mask_pii('593-47-5928')");
+        let token: String = store("593-47-5928");
         let plain: String = one(&format!(
             "SELECT unmask_pii({}, {})",
             quote(&token),
@@ -107,7 +111,7 @@ mod tests {
             .unwrap()
             .to_string();
         run(&format!("SELECT set_rsa_public_key({})", quote(&public)));
-        let token: String = one("SELECT mask_pii('10.1.2.3')");
+        let token: String = store("10.1.2.3");
         let plain: String = one(&format!(
             "SELECT unmask_pii({}, {}, 's3cret passphrase')",
             quote(&token),
@@ -129,7 +133,7 @@ mod tests {
     #[pg_test]
     fn rotation_keeps_tokens_and_retires_the_old_key() {
         let old_private = install_fresh_key();
-        let t1: String = one("SELECT mask_pii('172.16.0.1')");
+        let t1: String = store("172.16.0.1");
         let (new_private, new_public) = keypair(2048);
         let n: i64 = one(&format!(
             "SELECT rotate_rsa_key({}, {})",
@@ -138,8 +142,8 @@ mod tests {
         ));
         assert!(n >= 1);
         // Tokens are unchanged, new values use the new key, the old private key opens nothing.
-        assert_eq!(one::<String>("SELECT mask_pii('172.16.0.1')"), t1);
-        let t2: String = one("SELECT mask_pii('172.16.0.2')");
+        assert_eq!(store("172.16.0.1"), t1);
+        let t2: String = store("172.16.0.2");
         assert_eq!(
             one::<String>(&format!(
                 "SELECT unmask_pii({}, {})",
@@ -172,7 +176,7 @@ mod tests {
     #[pg_test]
     fn erasure_forgets_the_value_but_keeps_the_token() {
         let private = install_fresh_key();
-        let t: String = one("SELECT mask_pii('8.8.8.8')");
+        let t: String = store("8.8.8.8");
         assert!(one::<bool>(&format!("SELECT forget_pii({})", quote(&t))));
         assert_eq!(
             opt::<String>(&format!(
@@ -186,16 +190,95 @@ mod tests {
             one::<String>(&format!("SELECT outcome FROM sqs_loader.unmask_audit WHERE token = {} ORDER BY at DESC LIMIT 1", quote(&t))),
             "erased"
         );
-        // The same value seen again keeps its token (GROUP BY still works) but is not stored again.
-        assert_eq!(one::<String>("SELECT mask_pii('8.8.8.8')"), t);
+        // The same value seen again keeps its token (GROUP BY still works) but is not stored
+        // again: its row stays a tombstone.
+        assert_eq!(store("8.8.8.8"), t);
         assert_eq!(
             one::<i64>(&format!(
-                "SELECT count(*) FROM sqs_loader.vault WHERE token = {}",
+                "SELECT count(*) FROM sqs_loader.vault WHERE token = {} AND sealed IS NULL AND value_erased",
                 quote(&t)
             )),
-            0
+            1
         );
         assert!(!one::<bool>(&format!("SELECT forget_pii({})", quote(&t))));
+        // Erasing a value never seen leaves a tombstone too: it will never be stored.
+        let unseen: String = one("SELECT mask_pii('9.9.9.9')");
+        assert!(!one::<bool>(&format!(
+            "SELECT forget_pii({})",
+            quote(&unseen)
+        )));
+        assert_eq!(store("9.9.9.9"), unseen);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM sqs_loader.erased WHERE token = {} AND NOT value_erased",
+                quote(&unseen)
+            )),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn lookups_store_nothing_and_are_audited() {
+        install_fresh_key();
+        let before: i64 = one("SELECT count(*) FROM sqs_loader.vault");
+        let audited: i64 =
+            one("SELECT count(*) FROM sqs_loader.unmask_audit WHERE action = 'mask'");
+        // One statement looking the same value up per row is audited once.
+        let n: i64 = one("SELECT count(mask_pii('203.0.113.77')) FROM generate_series(1, 50)");
+        assert_eq!(n, 50);
+        let rows: i64 = one("SELECT count(*) FROM mask_pii_batch(ARRAY['a1', 'a2', 'a2', NULL])");
+        assert_eq!(rows, 2);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM sqs_loader.vault"),
+            before,
+            "nothing stored"
+        );
+        let (calls, values): (Option<i64>, Option<i64>) = Spi::get_two(&format!(
+            "SELECT count(*), sum(value_count) FROM sqs_loader.unmask_audit WHERE action = 'mask' AND audit_id NOT IN
+               (SELECT audit_id FROM sqs_loader.unmask_audit WHERE action = 'mask' ORDER BY at LIMIT {audited})"
+        ))
+        .unwrap();
+        assert_eq!((calls, values), (Some(2), Some(3)));
+    }
+
+    #[pg_test]
+    fn sealed_values_for_offline_recovery() {
+        let private = install_fresh_key();
+        let kept = store("198.51.100.1");
+        let gone = store("198.51.100.2");
+        one::<bool>(&format!("SELECT forget_pii({})", quote(&gone)));
+        type SealedRow = (String, String, Option<Vec<u8>>, Option<Vec<u8>>);
+        let rows: Vec<SealedRow> = Spi::connect(|c| {
+            c.select(
+                &format!(
+                    "SELECT token, outcome, sealed, wrapped_key FROM sealed_values(ARRAY[{}, {}, 'v1.nope', NULL, {}])",
+                    quote(&kept),
+                    quote(&gone),
+                    quote(&kept)
+                ),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap(), r.get(4).unwrap()))
+            .collect()
+        });
+        let outcome = |t: &str| rows.iter().find(|r| r.0 == t).map(|r| r.1.clone());
+        assert_eq!(rows.len(), 3, "distinct, non-null tokens");
+        assert_eq!(outcome(&kept).as_deref(), Some("exported"));
+        assert_eq!(outcome(&gone).as_deref(), Some("erased"));
+        assert_eq!(outcome("v1.nope").as_deref(), Some("unknown_token"));
+        // What it returns is enough to decrypt away from the server, with the private key.
+        let r = rows.iter().find(|r| r.0 == kept).unwrap();
+        let key = crate::mask::parse_private_key(&private, None).unwrap();
+        let dk = crate::mask::unwrap(&key, r.3.as_ref().unwrap()).unwrap();
+        let value = crate::mask::open(&dk, &kept, r.2.as_ref().unwrap()).unwrap();
+        assert_eq!(value, b"198.51.100.1");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM sqs_loader.unmask_audit WHERE action = 'export'"),
+            3,
+            "every token audited as exported"
+        );
     }
 
     #[pg_test]
@@ -203,7 +286,7 @@ mod tests {
         run("DELETE FROM sqs_loader.rsa_keys WHERE NOT EXISTS (SELECT 1 FROM sqs_loader.data_keys d WHERE d.rsa_fingerprint = rsa_keys.fingerprint)");
         run("UPDATE sqs_loader.rsa_keys SET active = false");
         install_try_sql();
-        let err = try_sql("SELECT mask_pii('1.1.1.1')");
+        let err = try_sql("SELECT sqs_loader.mask_values(ARRAY['1.1.1.1'])");
         assert!(err.starts_with("55000: no RSA public key"), "{err}");
     }
 
@@ -211,7 +294,7 @@ mod tests {
     fn token_key_restore_rules() {
         install_fresh_key();
         let kid: String = one("SELECT key_id FROM sqs_loader.token_key");
-        one::<String>("SELECT mask_pii('1.2.3.4')");
+        store("1.2.3.4");
         install_try_sql();
         // A used key cannot be replaced.
         let err = try_sql("SELECT set_token_key(sqs_loader.new_token_key())");
@@ -244,6 +327,6 @@ mod tests {
             )),
             kid
         );
-        one::<String>("SELECT mask_pii('1.2.3.4')");
+        store("1.2.3.4");
     }
 }

@@ -63,6 +63,14 @@ pub fn keypair(bits: usize) -> (String, String) {
     (private, public)
 }
 
+/// Mask a value the way the loader does (stored in the vault); its token.
+pub fn store(value: &str) -> String {
+    one(&format!(
+        "SELECT (sqs_loader.mask_values(ARRAY[{}]))[1]",
+        quote(value)
+    ))
+}
+
 /// Install a fresh RSA public key; return the private key PEM.
 pub fn install_fresh_key() -> String {
     let (private, public) = keypair(2048);

@@ -7,6 +7,7 @@
 
 use super::audit::AuditError;
 use super::backend::ThreadError;
+use super::log_guard::NotPreloaded;
 use crate::mask::MaskError;
 use crate::sqs::{SqsError, TransportKind};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -170,6 +171,17 @@ impl From<AuditError> for ErrorReport {
             Some(
                 "Unmasking requires its audit row: check max_worker_processes and the server log.",
             ),
+        )
+    }
+}
+
+impl From<NotPreloaded> for ErrorReport {
+    fn from(e: NotPreloaded) -> ErrorReport {
+        report(
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            e.to_string(),
+            Some("Only then does every session mask private keys and passphrases in the server log and in pg_stat_activity.".into()),
+            Some("Add sqs_loader to shared_preload_libraries in postgresql.conf and restart the server; or recover values offline with sqs_loader_unmask."),
         )
     }
 }

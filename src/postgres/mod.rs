@@ -6,5 +6,6 @@ pub mod backend;
 pub mod error;
 pub mod guc;
 pub mod loader_state;
+pub mod log_guard;
 pub mod sqs_client;
 pub mod vault;

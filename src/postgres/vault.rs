@@ -132,6 +132,7 @@ fn new_data_key(
 
 /// Tokens of `values` (distinct and sorted), aligned with them; one vault upsert
 /// (`ON CONFLICT DO NOTHING`) stores those not yet stored. Erased tokens are never stored again.
+/// What the loader uses.
 fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
     Spi::connect_mut(|client| {
         let cached = DATA_KEY
@@ -163,17 +164,26 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
             let sorted: Vec<&str> = order.iter().map(|&i| tokens[i].as_str()).collect();
             (k.id, sorted, sealed)
         });
+        // An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is,
+        // and waits for a concurrent forget_pii() of the same token to commit or abort first.
         client
             .update(
                 "INSERT INTO sqs_loader.vault(token, data_key_id, sealed)
                  SELECT u.t, $2, u.s FROM unnest($1::text[], $3::bytea[]) AS u(t, s)
-                  WHERE NOT EXISTS (SELECT 1 FROM sqs_loader.erased e WHERE e.token = u.t)
                  ON CONFLICT (token) DO NOTHING",
                 None,
                 &[sorted_tokens.into(), dk_id.into(), sealed.into()],
             )
             .map_err(spi_err)?;
         Ok(tokens)
+    })
+}
+
+/// Tokens of `values` without storing anything: what a lookup needs (`mask_pii()`).
+fn tokens_only(values: &[&str]) -> Result<Vec<String>, MaskError> {
+    Spi::connect(|client| {
+        let (tk, _, _) = token_key(client, -1)?;
+        Ok(values.iter().map(|v| tk.token(v)).collect())
     })
 }
 
@@ -184,13 +194,30 @@ fn distinct_sorted(values: &[Option<String>]) -> Vec<&str> {
     distinct
 }
 
+/// Whether masking stores the values in the vault (the loader) or only computes tokens (lookups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Vault,
+    TokensOnly,
+}
+
+fn tokens_of(distinct: &[&str], store: Store) -> Result<Vec<String>, MaskError> {
+    match store {
+        Store::Vault => mask_distinct(distinct),
+        Store::TokensOnly => tokens_only(distinct),
+    }
+}
+
 /// Tokens for `values`, aligned with them (NULL stays NULL).
-pub fn mask_values(values: &[Option<String>]) -> Result<Vec<Option<String>>, MaskError> {
+pub fn mask_values(
+    values: &[Option<String>],
+    store: Store,
+) -> Result<Vec<Option<String>>, MaskError> {
     let distinct = distinct_sorted(values);
     if distinct.is_empty() {
         return Ok(values.iter().map(|_| None).collect());
     }
-    let tokens = mask_distinct(&distinct)?;
+    let tokens = tokens_of(&distinct, store)?;
     Ok(values
         .iter()
         .map(|v| {
@@ -205,12 +232,15 @@ pub fn mask_values(values: &[Option<String>]) -> Result<Vec<Option<String>>, Mas
 }
 
 /// Pairs (value, token) for the distinct non-null values.
-pub fn mask_pairs(values: &[Option<String>]) -> Result<Vec<(String, String)>, MaskError> {
+pub fn mask_pairs(
+    values: &[Option<String>],
+    store: Store,
+) -> Result<Vec<(String, String)>, MaskError> {
     let distinct = distinct_sorted(values);
     if distinct.is_empty() {
         return Ok(vec![]);
     }
-    let tokens = mask_distinct(&distinct)?;
+    let tokens = tokens_of(&distinct, store)?;
     Ok(distinct
         .into_iter()
         .map(str::to_string)

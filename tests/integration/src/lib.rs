@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub struct Env {
     pub pgport: u16,
+    /// A second cluster without sqs_loader in shared_preload_libraries.
+    pub bare_pgport: u16,
     /// The PostgreSQL major the cluster runs (15 or 18).
     pub pg_major: u32,
     pub pgbin: String,
@@ -51,6 +53,7 @@ pub fn env() -> &'static Env {
         };
         Env {
             pgport: var("SQS_LOADER_IT_PGPORT").parse().unwrap(),
+            bare_pgport: var("SQS_LOADER_IT_BARE_PGPORT").parse().unwrap(),
             pg_major: var("SQS_LOADER_IT_PG_MAJOR").parse().unwrap(),
             pgbin: var("SQS_LOADER_IT_PGBIN"),
             pgdata: var("SQS_LOADER_IT_PGDATA"),
@@ -103,6 +106,36 @@ pub fn connect(db: &str) -> Client {
             Err(e) => panic!("cannot connect to {db}: {e}"),
         }
     }
+}
+
+/// A connection to the cluster without sqs_loader preloaded, as postgres.
+pub fn connect_bare(db: &str) -> Client {
+    Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db} application_name=sqs_loader_it",
+            env().bare_pgport
+        ),
+        NoTls,
+    )
+    .unwrap_or_else(|e| panic!("cannot connect to {db} on the bare cluster: {e}"))
+}
+
+/// A connection as another role (trust authentication on 127.0.0.1).
+pub fn connect_as(db: &str, user: &str) -> Client {
+    Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={user} dbname={db} application_name=sqs_loader_it",
+            env().pgport
+        ),
+        NoTls,
+    )
+    .unwrap_or_else(|e| panic!("cannot connect to {db} as {user}: {e}"))
+}
+
+/// The cluster's server log, all of it.
+pub fn server_log() -> String {
+    let log = format!("{}/pg-{}/server.log", env().run_dir, env().cluster);
+    std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log}: {e}"))
 }
 
 pub fn random_suffix() -> String {

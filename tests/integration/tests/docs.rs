@@ -33,7 +33,13 @@ fn every_sql_example_in_the_docs_runs() {
     let e = env();
     let mut admin = connect("postgres");
     // The roles the examples grant to.
-    for role in ["analyst", "auditor", "privacy_officer", "sqs_operator"] {
+    for role in [
+        "analyst",
+        "auditor",
+        "privacy_officer",
+        "sqs_operator",
+        "security_officer",
+    ] {
         admin
             .batch_execute(&format!(
                 "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role}; END IF; END $$"

@@ -522,7 +522,10 @@ fn pg_dump_and_restore_keep_tokens_and_recovery() {
     let db = TestDb::new("dump");
     let mut c = db.client();
     let t1: String = c
-        .query_one("SELECT mask_pii('203.0.113.77')", &[])
+        .query_one(
+            "SELECT (sqs_loader.mask_values(ARRAY['203.0.113.77']))[1]",
+            &[],
+        )
         .unwrap()
         .get(0);
     let dump = std::env::temp_dir().join(format!("sqs_loader_it_{}.dump", random_suffix()));

@@ -59,12 +59,7 @@ const READY: &str = "database system is ready to accept connections";
 
 /// How many lines of the cluster's log contain `what`.
 fn server_log_count(what: &str) -> usize {
-    let log = format!("{}/pg-{}/server.log", env().run_dir, env().cluster);
-    std::fs::read_to_string(&log)
-        .unwrap_or_else(|e| panic!("{log}: {e}"))
-        .lines()
-        .filter(|l| l.contains(what))
-        .count()
+    server_log().lines().filter(|l| l.contains(what)).count()
 }
 
 fn server_is_up(db: &str) -> bool {

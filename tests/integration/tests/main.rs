@@ -5,5 +5,6 @@ mod docker;
 mod docs;
 mod etl;
 mod faults;
+mod privacy;
 mod sqs;
 mod upgrade;

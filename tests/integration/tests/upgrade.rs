@@ -7,7 +7,8 @@ use sqs_loader_it::*;
 
 /// Every object of the extension with what defines it, one line each, sorted: functions with
 /// their full definition (body, SET clauses, SECURITY DEFINER), ACLs and comments; tables with
-/// columns, constraints, indexes, triggers; views; types; the config-dump list.
+/// columns, constraints, indexes, triggers; views; types; the config-dump list. ACL entries are
+/// sorted: GRANT order is not part of the meaning.
 const CATALOG: &str = r#"
 WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'sqs_loader'),
 members AS (
@@ -18,7 +19,8 @@ lines AS (
            || ' comment=' || coalesce(obj_description(m.objid, m.classid::regclass::text), '-') AS line
       FROM members m
     UNION ALL
-    SELECT 'function ' || pg_get_functiondef(p.oid) || ' acl=' || coalesce(p.proacl::text, '-')
+    SELECT 'function ' || pg_get_functiondef(p.oid)
+           || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(p.proacl) a), '-')
       FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
     UNION ALL
     SELECT 'column ' || c.oid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
@@ -31,7 +33,8 @@ lines AS (
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
       LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
     UNION ALL
-    SELECT 'relation ' || c.oid::regclass || ' kind=' || c.relkind::text || ' acl=' || coalesce(c.relacl::text, '-')
+    SELECT 'relation ' || c.oid::regclass || ' kind=' || c.relkind::text
+           || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a), '-')
       FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
     UNION ALL
     SELECT 'constraint ' || con.conrelid::regclass || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid)
