@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The demo: everything local, nothing but Debian packages, crates.io and PyPI needed.
 # Starts PostgreSQL and LocalStack (make start, queue left empty), then scripts/demo.sql
-# sends the 100 sample messages and shows the whole product. Safe to run again.
+# sends the 100 sample messages and shows the whole product; then the duplicate IP is recovered
+# offline with sqs_loader_unmask (the private key never goes to the server). Safe to run again.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 NO_FILL=1 bash scripts/start.sh
 step "demo"
 psql_on "$DEMO_PGPORT" postgres -v ON_ERROR_STOP=1 \
   -v pub="$(cat keys/public_key.pem)" -v priv="$(cat keys/private_key.pem)" -f scripts/demo.sql
+step "offline recovery: sqs_loader_unmask (the private key stays on this machine)"
+cargo build --release -q -p sqs_loader_unmask
+token=$(psql_on "$DEMO_PGPORT" postgres -At -c "SELECT masked_ip FROM user_logins WHERE user_id = 'demo-duplicate-user'")
+echo "\$ sqs_loader_unmask --db 'host=127.0.0.1 port=$DEMO_PGPORT user=postgres dbname=postgres' --key keys/private_key.pem $token"
+target/release/sqs_loader_unmask --db "host=127.0.0.1 port=$DEMO_PGPORT user=postgres dbname=postgres" \
+  --key keys/private_key.pem "$token" | sed 's/^/offline: /'
 cat <<TXT
 
 The demo is still running. Connect with:

@@ -50,11 +50,12 @@ SELECT masked_ip, count(*) AS logins, string_agg(user_id, ', ') AS users
   FROM user_logins GROUP BY masked_ip HAVING count(*) > 1;
 SELECT max(n) AS demo_duplicate_rows FROM (SELECT count(*) AS n FROM user_logins GROUP BY masked_ip) x \gset
 
-\echo '== 6. Recovery: unmask_pii() with the RSA private key (keys/private_key.pem) gives the IP back'
+\echo '== 6. Recovery in SQL: unmask_pii() with the RSA private key (keys/private_key.pem) gives the IP back'
+\echo '   (the key is masked in the server log and pg_stat_activity; offline recovery, below, keeps it off the server)'
 SELECT masked_ip AS demo_token FROM user_logins WHERE user_id = 'demo-duplicate-user' \gset
 SELECT unmask_pii(:'demo_token', :'priv') AS demo_unmasked \gset
 SELECT :'demo_token' AS masked_ip, :'demo_unmasked' AS "unmask_pii(masked_ip, private key)";
-\echo '   ... and the same call by an analyst role that was not granted unmask_pii is refused:'
+\echo '   ... and the same call by an analyst role that is not a member of sqs_loader_unmask is refused:'
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS demo_analyst;
 RESET client_min_messages;
@@ -69,8 +70,8 @@ EXCEPTION WHEN insufficient_privilege THEN
   RAISE NOTICE 'refused for demo_analyst: % (SQLSTATE %)', SQLERRM, SQLSTATE;
 END $$;
 RESET ROLE;
-\echo '   Every unmask is audited:'
-SELECT at, session_user_name, role_name, outcome FROM sqs_loader.unmask_audit ORDER BY at;
+\echo '   Every access to PII is audited:'
+SELECT at, action, session_user_name, role_name, outcome FROM sqs_loader.unmask_audit ORDER BY at;
 
 \echo '== 7. The queue is empty again; load_health sums it up'
 SELECT queue_depth FROM load_health;
@@ -79,3 +80,4 @@ SELECT user_logins_rows, rejected_by_reason FROM load_health;
 
 \echo
 \echo 'demo check: loaded=':demo_loaded' rejected=':demo_rejected' duplicate_ip_rows=':demo_duplicate_rows' unmasked_ip=':demo_unmasked' expected_ip=199.172.111.135 queue_depth=':demo_depth
+

@@ -39,7 +39,7 @@ if [ "$PG" = 18 ] && [ ! -f "$("$PG_CONFIG" --pkglibdir)/pg_cron.so" ]; then
   step "pg_cron 1.6.7 for PostgreSQL 18 (vendored source)"
   src=$RUN_DIR/build/pg_cron-1.6.7
   rm -rf "$src"; mkdir -p "$src"
-  tar xzf "$SHARED_DIR/vendor/pg_cron-1.6.7.tar.gz" -C "$src" --strip-components=1
+  tar xzf "$SHARED_DIR/vendor/pg_cron-1.6.7.tar.gz" -C "$src"
   # The wheel's own CFLAGS name options this gcc does not know.
   make -s -C "$src" PG_CONFIG="$PG_CONFIG" CFLAGS='-O2 -fPIC -fvisibility=hidden -fno-strict-aliasing -fwrapv' >/dev/null
   make -s -C "$src" PG_CONFIG="$PG_CONFIG" install >/dev/null
