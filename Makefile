@@ -35,7 +35,7 @@ create_key: ## write a new RSA key pair to keys/ (private key mode 0600)
 etl: ## CALL load_user_logins() on the local cluster
 	@bash scripts/psql.sh -c 'CALL load_user_logins()'
 
-health_check: ## rows loaded, rejects by reason, last runs, queue depth
+health_check: ## rows loaded, rejects by reason, last runs, queue depth, sqs_loader.stat_loaders
 	@bash scripts/psql.sh -f scripts/health_check.sql
 
 psql: ## a psql session on the local cluster

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo: everything local, nothing but Debian packages, crates.io and PyPI needed.
 # Starts PostgreSQL and LocalStack (make start, queue left empty), then scripts/demo.sql
-# sends the 100 sample messages and shows the whole product; then the duplicate IP is recovered
-# offline with sqs_loader_unmask (the private key never goes to the server). Safe to run again.
+# sends the 100 sample messages and shows the whole product, ending with a background worker
+# that loads a message sent after it started; then the duplicate IP is recovered offline with
+# sqs_loader_unmask (the private key never goes to the server). Safe to run again.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 NO_FILL=1 bash scripts/start.sh
@@ -20,5 +21,6 @@ cat <<TXT
 The demo is still running. Connect with:
     psql -h 127.0.0.1 -p $DEMO_PGPORT -U postgres postgres
 and try:  CALL load_user_logins();   SELECT * FROM load_health;   (make etl, make health_check)
-Stop it with:  make stop
+A background worker keeps loading login-queue:  SELECT * FROM sqs_loader.stat_loaders;
+(SELECT sqs_loader.stop_worker('$DEMO_QUEUE_URL') stops it.)  Stop everything with:  make stop
 TXT

@@ -1,4 +1,4 @@
--- make health_check: what the load has done and what waits in the queue.
+-- make health_check: what the load has done, what waits in the queue, how each loader keeps up.
 \pset footer off
 \echo '== rows in user_logins'
 SELECT user_logins_rows FROM load_health;
@@ -11,3 +11,5 @@ SELECT r->>'run_id' AS run, r->>'status' AS status, r->>'started_at' AS started_
   FROM load_health, jsonb_array_elements(last_runs) r;
 \echo '== queue depth'
 SELECT queue_url, queue_depth FROM load_health;
+\echo '== loaders: mode, state, rates and latency over the last minute, lag, queue depth, last error'
+SELECT * FROM sqs_loader.stat_loaders;

@@ -31,7 +31,7 @@ if [ "$(id -u)" = 0 ]; then
   install -d -o "$PG_OS_USER" "$pgrx_data"
   runas=(--runas "$PG_OS_USER" --pgdata "$pgrx_data")
 fi
-SQS_LOADER_TEST_LOCALSTACK="http://127.0.0.1:$LOCALSTACK_PORT" cargo pgrx test "pg$PG" "${runas[@]}"
+env $DUMMY_AWS_ENV SQS_LOADER_TEST_LOCALSTACK="http://127.0.0.1:$LOCALSTACK_PORT" cargo pgrx test "pg$PG" "${runas[@]}"
 
 bash scripts/pg.sh destroy it
 if [ "$PG" = 15 ]; then

@@ -99,12 +99,15 @@ COMMENT ON INDEX sqs_loader.unmask_audit_at IS 'Audit rows by time.';
 CREATE TABLE sqs_loader.processed_messages (
     message_id   text COLLATE "C" PRIMARY KEY,
     outcome      text NOT NULL CHECK (outcome IN ('loaded', 'rejected')),
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    run_id       bigint
+    -- When its batch claimed it (a few milliseconds before that batch's COMMIT).
+    processed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    run_id       bigint,
+    -- Its SQS SentTimestamp (0.2.0): processed_at - sent_at is the message's end-to-end latency.
+    sent_at      timestamptz
 );
 CREATE INDEX processed_messages_processed_at ON sqs_loader.processed_messages (processed_at);
 COMMENT ON TABLE sqs_loader.processed_messages IS
-  'SQS MessageIds already loaded or rejected, committed with their rows: a redelivered message is skipped. Pruned after sqs_loader.dedup_retention_days.';
+  'SQS MessageIds already loaded or rejected, committed with their rows: a redelivered message is skipped. Pruned after sqs_loader.dedup_retention_days. With its SentTimestamp and when it was loaded: the latency and lag figures of stat_loaders.';
 COMMENT ON INDEX sqs_loader.processed_messages_processed_at IS 'Pruning by age.';
 
 CREATE TABLE sqs_loader.rejected_messages (

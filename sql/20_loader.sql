@@ -15,6 +15,10 @@ DECLARE
     valid sqs_loader.batch_row[];
     tokens text[];
     n integer;
+    refused_ids text[] := '{}';
+    refused_details text[] := '{}';
+    st text;
+    msg text;
 BEGIN
     -- Parse each distinct message once (SQS may deliver one message twice in a batch).
     SELECT array_agg(ROW(b.id, b.sent, b.body, p.user_id, p.device_type, p.ip, p.locale, p.device_id,
@@ -27,8 +31,8 @@ BEGIN
     -- 1. Claim: a message id already recorded (loaded earlier, its delete lost) is skipped.
     --    Sorted, so concurrent loaders take row locks in the same order.
     WITH ins AS (
-        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id)
-        SELECT r.message_id, CASE WHEN r.reject_reason IS NULL THEN 'loaded' ELSE 'rejected' END, p_run_id
+        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+        SELECT r.message_id, CASE WHEN r.reject_reason IS NULL THEN 'loaded' ELSE 'rejected' END, p_run_id, r.sent_at
           FROM unnest(batch) AS r ORDER BY r.message_id
         ON CONFLICT (message_id) DO NOTHING
         RETURNING message_id)
@@ -46,26 +50,54 @@ BEGIN
         tokens := sqs_loader.mask_values(
             ARRAY(SELECT v.ip FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality)
             || ARRAY(SELECT v.device_id FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality));
-        INSERT INTO @extschema@.user_logins
-               (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-        SELECT v.user_id, v.device_type, t.t_ip, t.t_dev, v.locale, v.app_version,
-               (v.sent_at AT TIME ZONE 'UTC')::date
-          FROM unnest(valid) WITH ORDINALITY AS v
-          JOIN unnest(tokens[1:n], tokens[n + 1:2 * n]) WITH ORDINALITY AS t(t_ip, t_dev, ordinality)
-            ON t.ordinality = v.ordinality;
-        GET DIAGNOSTICS loaded = ROW_COUNT;
+        BEGIN
+            INSERT INTO @extschema@.user_logins
+                   (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+            SELECT v.user_id, v.device_type, t.t_ip, t.t_dev, v.locale, v.app_version,
+                   (v.sent_at AT TIME ZONE 'UTC')::date
+              FROM unnest(valid) WITH ORDINALITY AS v
+              JOIN unnest(tokens[1:n], tokens[n + 1:2 * n]) WITH ORDINALITY AS t(t_ip, t_dev, ordinality)
+                ON t.ordinality = v.ordinality;
+            GET DIAGNOSTICS loaded = ROW_COUNT;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
+            -- The table refused a row (a column narrower than the parser allows, a CHECK
+            -- constraint, a trigger that raises): insert one at a time, and reject only the rows
+            -- it refuses, with their SQLSTATE and message. Other errors (locks, privileges, a
+            -- missing table) are not about one row: they fail the batch, which comes back.
+            FOR i IN 1 .. n LOOP
+                BEGIN
+                    INSERT INTO @extschema@.user_logins
+                           (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+                    VALUES ((valid[i]).user_id, (valid[i]).device_type, tokens[i], tokens[n + i],
+                            (valid[i]).locale, (valid[i]).app_version, ((valid[i]).sent_at AT TIME ZONE 'UTC')::date);
+                    loaded := loaded + 1;
+                EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
+                    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                    refused_ids := refused_ids || (valid[i]).message_id;
+                    refused_details := refused_details || (st || ': ' || msg);
+                END;
+            END LOOP;
+            UPDATE sqs_loader.processed_messages SET outcome = 'rejected' WHERE message_id = ANY (refused_ids);
+        END;
     END IF;
 
-    -- 3. Rejected messages, with reason and body.
-    INSERT INTO sqs_loader.rejected_messages (message_id, queue_url, sent_at, reason, detail, body, run_id)
-    SELECT r.message_id, p_queue_url, r.sent_at, r.reject_reason, r.reject_detail, r.body, p_run_id
+    -- 3. Rejected messages, with reason and body. A message rejected earlier and received again
+    --    after its id was pruned from processed_messages replaces its old record.
+    INSERT INTO sqs_loader.rejected_messages AS old (message_id, queue_url, sent_at, reason, detail, body, run_id)
+    SELECT r.message_id, p_queue_url, r.sent_at,
+           CASE WHEN f.id IS NULL THEN r.reject_reason ELSE 'insert_failed' END,
+           coalesce(f.detail, r.reject_detail), r.body, p_run_id
       FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
-     WHERE r.reject_reason IS NOT NULL;
+      LEFT JOIN unnest(refused_ids, refused_details) AS f(id, detail) ON f.id = r.message_id
+     WHERE r.reject_reason IS NOT NULL OR f.id IS NOT NULL
+    ON CONFLICT (message_id) DO UPDATE
+       SET queue_url = excluded.queue_url, sent_at = excluded.sent_at, rejected_at = now(),
+           reason = excluded.reason, detail = excluded.detail, body = excluded.body, run_id = excluded.run_id;
     GET DIAGNOSTICS rejected = ROW_COUNT;
 END
 $$;
 COMMENT ON FUNCTION sqs_loader.load_batch(bigint, text, text[], text[], timestamptz[]) IS
-  'One batch of load_user_logins(), in the caller''s transaction: claim message ids, insert masked rows, record rejects.';
+  'One batch of load_user_logins(), in the caller''s transaction: claim message ids, insert masked rows (a row the table refuses is rejected as insert_failed, its neighbours load), record rejects.';
 
 -- ---------------------------------------------------------------- runs
 -- A run is a row of sqs_loader.load_runs (its limits, counts, status) plus what its backend
@@ -191,8 +223,9 @@ BEGIN
             SELECT * INTO b FROM sqs_loader.load_batch(p_run_id, r.queue_url, ids, bodies, sents);
         END IF;
     EXCEPTION WHEN OTHERS THEN
-        -- Nothing of this batch is kept; its messages reappear after the visibility timeout.
+        -- Nothing of this batch is kept: its messages are given back to the queue at once.
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        PERFORM sqs_loader.batch_abandoned();
         PERFORM sqs_loader.run_failed(p_run_id, 'failed', st, msg, det, hnt);
         RETURN false;
     END;
@@ -203,17 +236,21 @@ BEGIN
         IF r.wait_seconds = 0 THEN
             PERFORM pg_sleep(0.5);
         END IF;
-        RETURN true;
+    ELSE
+        UPDATE sqs_loader.load_runs
+           SET received = received + n, loaded = loaded + b.loaded, rejected = rejected + b.rejected,
+               skipped = skipped + b.skipped, batches = batches + 1, last_batch_at = clock_timestamp()
+         WHERE run_id = p_run_id
+        RETURNING * INTO r;
     END IF;
-    UPDATE sqs_loader.load_runs
-       SET received = received + n, loaded = loaded + b.loaded, rejected = rejected + b.rejected,
-           skipped = skipped + b.skipped, batches = batches + 1, last_batch_at = clock_timestamp()
-     WHERE run_id = p_run_id
-    RETURNING * INTO r;
-    IF clock_timestamp() - r.progress_at >= make_interval(secs => (SELECT progress_seconds FROM sqs_loader.loader_settings())) THEN
+    -- A CALL reports its progress, also while it waits for messages (a worker has stat_loaders).
+    IF r.mode = 'call' AND clock_timestamp() - r.progress_at >= make_interval(secs => (SELECT progress_seconds FROM sqs_loader.loader_settings())) THEN
         RAISE NOTICE 'load_user_logins: % received, % loaded, % rejected, % skipped so far',
             r.received, r.loaded, r.rejected, r.skipped;
         UPDATE sqs_loader.load_runs SET progress_at = clock_timestamp() WHERE run_id = p_run_id;
+    END IF;
+    IF n = 0 THEN
+        RETURN true;
     END IF;
     -- The messages are deleted right after the COMMIT, so it must be durable even where
     -- synchronous_commit = off (a crash would otherwise lose rows whose messages are gone).
@@ -230,8 +267,8 @@ COMMENT ON FUNCTION sqs_loader.run_batch(bigint) IS
   'One batch of a load run, in the caller''s transaction: pull, load, and delete the messages once it commits. Returns whether the run goes on.';
 
 -- End a run: give prefetched messages back, wait for the last deletes, prune the bookkeeping,
--- record the outcome. Returns the run's row.
-CREATE FUNCTION sqs_loader.run_end(p_run_id bigint) RETURNS sqs_loader.load_runs
+-- record the outcome (stopped, for a background worker asked to stop). Returns the run's row.
+CREATE FUNCTION sqs_loader.run_end(p_run_id bigint, p_stopped boolean DEFAULT false) RETURNS sqs_loader.load_runs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -254,13 +291,13 @@ BEGIN
      WHERE processed_at < now() - make_interval(days => (SELECT dedup_retention_days FROM sqs_loader.loader_settings()));
     UPDATE sqs_loader.load_runs
        SET ended_at = clock_timestamp(), deleted = deleted + done_deletes,
-           status = CASE status WHEN 'running' THEN 'succeeded' ELSE status END
+           status = CASE WHEN status <> 'running' THEN status WHEN p_stopped THEN 'stopped' ELSE 'succeeded' END
      WHERE run_id = p_run_id
     RETURNING * INTO r;
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION sqs_loader.run_end(bigint) IS
+COMMENT ON FUNCTION sqs_loader.run_end(bigint, boolean) IS
   'End a load run: release prefetched messages, wait for the background deletes, prune processed_messages, record the status.';
 
 -- Raise the error a run ended with, if any (after the caller committed its record).
@@ -329,16 +366,18 @@ BEGIN
         RETURN NULL;
     END IF;
     a := @extschema@.sqs_queue_attributes(p_queue_url);
-    RETURN jsonb_build_object(
+    RETURN jsonb_strip_nulls(jsonb_build_object(
         'visible', a -> 'ApproximateNumberOfMessages',
         'in_flight', a -> 'ApproximateNumberOfMessagesNotVisible',
-        'delayed', a -> 'ApproximateNumberOfMessagesDelayed');
+        'delayed', a -> 'ApproximateNumberOfMessagesDelayed',
+        -- Not a queue attribute on AWS (a CloudWatch metric); some endpoints report it.
+        'oldest_age_seconds', a -> 'ApproximateAgeOfOldestMessage'));
 EXCEPTION WHEN OTHERS THEN
     RETURN jsonb_build_object('error', SQLERRM);
 END
 $$;
 COMMENT ON FUNCTION sqs_loader.queue_depth(text) IS
-  'Visible, in-flight and delayed message counts of a queue, or {"error": …} when it cannot be reached.';
+  'Visible, in-flight and delayed message counts of a queue (and the age of its oldest message where the endpoint reports it), or {"error": …} when it cannot be reached.';
 
 -- Late-bound (PL/pgSQL), so that the view does not depend on user_logins, which is not part
 -- of the extension and may be created after it (restores).

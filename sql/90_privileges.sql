@@ -50,6 +50,12 @@ COMMENT ON FUNCTION sqs_loader.release_prefetched() IS
   'Make the messages of a pending prefetch visible again (end of a run); returns how many.';
 COMMENT ON FUNCTION sqs_loader.delete_after_commit(text, text[]) IS
   'Delete messages in the background once the current transaction commits, never if it aborts (internal to the loader).';
+COMMENT ON FUNCTION sqs_loader.batch_abandoned() IS
+  'The batch being loaded failed: give its messages back to the queue now and stop keeping them invisible (internal to the loader).';
+COMMENT ON FUNCTION sqs_loader.launch_supervisor() IS
+  'Start this database''s background-worker supervisor once the transaction commits (internal to start_worker()).';
+COMMENT ON FUNCTION sqs_loader.check_queue_url(text) IS
+  'Raise the error a request to this queue URL would raise for its form, the host allow-list or exposed credentials (internal to start_worker()).';
 COMMENT ON FUNCTION sqs_loader.loader_settings() IS
   'The loader''s settings (sqs_loader.batch_size, visibility_timeout, ...), typed: what a load run starts from.';
 COMMENT ON FUNCTION sqs_loader.delete_collect(boolean) IS

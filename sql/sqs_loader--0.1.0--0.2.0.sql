@@ -176,8 +176,9 @@ BEGIN
             SELECT * INTO b FROM sqs_loader.load_batch(p_run_id, r.queue_url, ids, bodies, sents);
         END IF;
     EXCEPTION WHEN OTHERS THEN
-        -- Nothing of this batch is kept; its messages reappear after the visibility timeout.
+        -- Nothing of this batch is kept: its messages are given back to the queue at once.
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        PERFORM sqs_loader.batch_abandoned();
         PERFORM sqs_loader.run_failed(p_run_id, 'failed', st, msg, det, hnt);
         RETURN false;
     END;
@@ -188,17 +189,21 @@ BEGIN
         IF r.wait_seconds = 0 THEN
             PERFORM pg_sleep(0.5);
         END IF;
-        RETURN true;
+    ELSE
+        UPDATE sqs_loader.load_runs
+           SET received = received + n, loaded = loaded + b.loaded, rejected = rejected + b.rejected,
+               skipped = skipped + b.skipped, batches = batches + 1, last_batch_at = clock_timestamp()
+         WHERE run_id = p_run_id
+        RETURNING * INTO r;
     END IF;
-    UPDATE sqs_loader.load_runs
-       SET received = received + n, loaded = loaded + b.loaded, rejected = rejected + b.rejected,
-           skipped = skipped + b.skipped, batches = batches + 1, last_batch_at = clock_timestamp()
-     WHERE run_id = p_run_id
-    RETURNING * INTO r;
-    IF clock_timestamp() - r.progress_at >= make_interval(secs => (SELECT progress_seconds FROM sqs_loader.loader_settings())) THEN
+    -- A CALL reports its progress, also while it waits for messages (a worker has stat_loaders).
+    IF r.mode = 'call' AND clock_timestamp() - r.progress_at >= make_interval(secs => (SELECT progress_seconds FROM sqs_loader.loader_settings())) THEN
         RAISE NOTICE 'load_user_logins: % received, % loaded, % rejected, % skipped so far',
             r.received, r.loaded, r.rejected, r.skipped;
         UPDATE sqs_loader.load_runs SET progress_at = clock_timestamp() WHERE run_id = p_run_id;
+    END IF;
+    IF n = 0 THEN
+        RETURN true;
     END IF;
     -- The messages are deleted right after the COMMIT, so it must be durable even where
     -- synchronous_commit = off (a crash would otherwise lose rows whose messages are gone).
@@ -216,7 +221,7 @@ COMMENT ON FUNCTION sqs_loader.run_batch(bigint) IS
 
 -- End a run: give prefetched messages back, wait for the last deletes, prune the bookkeeping,
 -- record the outcome. Returns the run's row.
-CREATE FUNCTION sqs_loader.run_end(p_run_id bigint) RETURNS sqs_loader.load_runs
+CREATE FUNCTION sqs_loader.run_end(p_run_id bigint, p_stopped boolean DEFAULT false) RETURNS sqs_loader.load_runs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -239,13 +244,13 @@ BEGIN
      WHERE processed_at < now() - make_interval(days => (SELECT dedup_retention_days FROM sqs_loader.loader_settings()));
     UPDATE sqs_loader.load_runs
        SET ended_at = clock_timestamp(), deleted = deleted + done_deletes,
-           status = CASE status WHEN 'running' THEN 'succeeded' ELSE status END
+           status = CASE WHEN status <> 'running' THEN status WHEN p_stopped THEN 'stopped' ELSE 'succeeded' END
      WHERE run_id = p_run_id
     RETURNING * INTO r;
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION sqs_loader.run_end(bigint) IS
+COMMENT ON FUNCTION sqs_loader.run_end(bigint, boolean) IS
   'End a load run: release prefetched messages, wait for the background deletes, prune processed_messages, record the status.';
 
 -- Raise the error a run ended with, if any (after the caller committed its record).
@@ -622,6 +627,300 @@ GRANT EXECUTE ON FUNCTION
 TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.sealed_values(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.sealed_values(text[]) TO sqs_loader_unmask;
+
+-- ---------------------------------------------------------------- hardening
+-- A row user_logins refuses is rejected as insert_failed, its neighbours load; a reject
+-- received again replaces its record.
+-- One batch, inside the caller's transaction: claim the message ids (exactly once), insert the
+-- valid events masked, record the rejected ones. Returns the counts.
+CREATE OR REPLACE FUNCTION sqs_loader.load_batch(
+    p_run_id bigint, p_queue_url text, p_ids text[], p_bodies text[], p_sent timestamptz[],
+    OUT loaded integer, OUT rejected integer, OUT skipped integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batch sqs_loader.batch_row[];
+    claimed text[];
+    valid sqs_loader.batch_row[];
+    tokens text[];
+    n integer;
+    refused_ids text[] := '{}';
+    refused_details text[] := '{}';
+    st text;
+    msg text;
+BEGIN
+    -- Parse each distinct message once (SQS may deliver one message twice in a batch).
+    SELECT array_agg(ROW(b.id, b.sent, b.body, p.user_id, p.device_type, p.ip, p.locale, p.device_id,
+                         p.app_version, p.reject_reason, p.reject_detail)::sqs_loader.batch_row ORDER BY b.id)
+      INTO batch
+      FROM (SELECT DISTINCT ON (u.id) u.id, u.body, u.sent
+              FROM unnest(p_ids, p_bodies, p_sent) AS u(id, body, sent) ORDER BY u.id) AS b
+     CROSS JOIN LATERAL sqs_loader.parse_login(b.body) AS p;
+
+    -- 1. Claim: a message id already recorded (loaded earlier, its delete lost) is skipped.
+    --    Sorted, so concurrent loaders take row locks in the same order.
+    WITH ins AS (
+        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+        SELECT r.message_id, CASE WHEN r.reject_reason IS NULL THEN 'loaded' ELSE 'rejected' END, p_run_id, r.sent_at
+          FROM unnest(batch) AS r ORDER BY r.message_id
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING message_id)
+    SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;
+    skipped := cardinality(p_ids) - cardinality(claimed);
+
+    -- 2. Valid events: mask ip and device_id with one call (one vault upsert), insert the rows.
+    SELECT array_agg(r ORDER BY r.message_id) INTO valid
+      FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
+     WHERE r.reject_reason IS NULL;
+    n := coalesce(cardinality(valid), 0);
+    loaded := 0;
+    IF n > 0 THEN
+        -- tokens[1..n] are the ips, tokens[n+1..2n] the device ids, in the order of valid.
+        tokens := sqs_loader.mask_values(
+            ARRAY(SELECT v.ip FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality)
+            || ARRAY(SELECT v.device_id FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality));
+        BEGIN
+            INSERT INTO @extschema@.user_logins
+                   (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+            SELECT v.user_id, v.device_type, t.t_ip, t.t_dev, v.locale, v.app_version,
+                   (v.sent_at AT TIME ZONE 'UTC')::date
+              FROM unnest(valid) WITH ORDINALITY AS v
+              JOIN unnest(tokens[1:n], tokens[n + 1:2 * n]) WITH ORDINALITY AS t(t_ip, t_dev, ordinality)
+                ON t.ordinality = v.ordinality;
+            GET DIAGNOSTICS loaded = ROW_COUNT;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
+            -- The table refused a row (a column narrower than the parser allows, a CHECK
+            -- constraint, a trigger that raises): insert one at a time, and reject only the rows
+            -- it refuses, with their SQLSTATE and message. Other errors (locks, privileges, a
+            -- missing table) are not about one row: they fail the batch, which comes back.
+            FOR i IN 1 .. n LOOP
+                BEGIN
+                    INSERT INTO @extschema@.user_logins
+                           (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+                    VALUES ((valid[i]).user_id, (valid[i]).device_type, tokens[i], tokens[n + i],
+                            (valid[i]).locale, (valid[i]).app_version, ((valid[i]).sent_at AT TIME ZONE 'UTC')::date);
+                    loaded := loaded + 1;
+                EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
+                    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                    refused_ids := refused_ids || (valid[i]).message_id;
+                    refused_details := refused_details || (st || ': ' || msg);
+                END;
+            END LOOP;
+            UPDATE sqs_loader.processed_messages SET outcome = 'rejected' WHERE message_id = ANY (refused_ids);
+        END;
+    END IF;
+
+    -- 3. Rejected messages, with reason and body. A message rejected earlier and received again
+    --    after its id was pruned from processed_messages replaces its old record.
+    INSERT INTO sqs_loader.rejected_messages AS old (message_id, queue_url, sent_at, reason, detail, body, run_id)
+    SELECT r.message_id, p_queue_url, r.sent_at,
+           CASE WHEN f.id IS NULL THEN r.reject_reason ELSE 'insert_failed' END,
+           coalesce(f.detail, r.reject_detail), r.body, p_run_id
+      FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
+      LEFT JOIN unnest(refused_ids, refused_details) AS f(id, detail) ON f.id = r.message_id
+     WHERE r.reject_reason IS NOT NULL OR f.id IS NOT NULL
+    ON CONFLICT (message_id) DO UPDATE
+       SET queue_url = excluded.queue_url, sent_at = excluded.sent_at, rejected_at = now(),
+           reason = excluded.reason, detail = excluded.detail, body = excluded.body, run_id = excluded.run_id;
+    GET DIAGNOSTICS rejected = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.load_batch(bigint, text, text[], text[], timestamptz[]) IS
+  'One batch of load_user_logins(), in the caller''s transaction: claim message ids, insert masked rows (a row the table refuses is rejected as insert_failed, its neighbours load), record rejects.';
+
+-- Every function that runs SQL pins its search_path (the sqs_* functions now look for
+-- credentials stored in pg_db_role_setting).
+ALTER FUNCTION @extschema@.sqs_pull(text, integer, integer, integer) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.sqs_delete(text, text[]) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.sqs_send(text, text[]) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.sqs_create_queue(text, jsonb) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.sqs_queue_attributes(text) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION sqs_loader.release_prefetched() SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION sqs_loader.delete_collect(boolean) SET search_path TO pg_catalog, pg_temp;
+ALTER FUNCTION sqs_loader.delete_after_commit(text, text[]) SET search_path TO pg_catalog, pg_temp;
+
+-- ---------------------------------------------------------------- continuous loading
+-- Each message's SentTimestamp and the moment its batch claimed it: stat_loaders' latency.
+ALTER TABLE sqs_loader.processed_messages
+    ALTER COLUMN processed_at SET DEFAULT clock_timestamp(),
+    ADD COLUMN sent_at timestamptz;
+COMMENT ON TABLE sqs_loader.processed_messages IS
+  'SQS MessageIds already loaded or rejected, committed with their rows: a redelivered message is skipped. Pruned after sqs_loader.dedup_retention_days. With its SentTimestamp and when it was loaded: the latency and lag figures of stat_loaders.';
+
+CREATE FUNCTION sqs_loader."batch_abandoned"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'batch_abandoned_wrapper';
+COMMENT ON FUNCTION sqs_loader.batch_abandoned() IS
+  'The batch being loaded failed: give its messages back to the queue now and stop keeping them invisible (internal to the loader).';
+
+CREATE FUNCTION sqs_loader."check_queue_url"("queue_url" TEXT) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_queue_url_wrapper';
+COMMENT ON FUNCTION sqs_loader.check_queue_url(text) IS
+  'Raise the error a request to this queue URL would raise for its form, the host allow-list or exposed credentials (internal to start_worker()).';
+
+CREATE FUNCTION sqs_loader."launch_supervisor"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'launch_supervisor_wrapper';
+COMMENT ON FUNCTION sqs_loader.launch_supervisor() IS
+  'Start this database''s background-worker supervisor once the transaction commits (internal to start_worker()).';
+
+-- Queue depth without failing when the queue is unreachable.
+CREATE OR REPLACE FUNCTION sqs_loader.queue_depth(p_queue_url text) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a jsonb;
+BEGIN
+    IF p_queue_url IS NULL THEN
+        RETURN NULL;
+    END IF;
+    a := @extschema@.sqs_queue_attributes(p_queue_url);
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'visible', a -> 'ApproximateNumberOfMessages',
+        'in_flight', a -> 'ApproximateNumberOfMessagesNotVisible',
+        'delayed', a -> 'ApproximateNumberOfMessagesDelayed',
+        -- Not a queue attribute on AWS (a CloudWatch metric); some endpoints report it.
+        'oldest_age_seconds', a -> 'ApproximateAgeOfOldestMessage'));
+EXCEPTION WHEN OTHERS THEN
+    RETURN jsonb_build_object('error', SQLERRM);
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.queue_depth(text) IS
+  'Visible, in-flight and delayed message counts of a queue (and the age of its oldest message where the endpoint reports it), or {"error": …} when it cannot be reached.';
+
+CREATE TABLE sqs_loader.workers (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue_url    text NOT NULL UNIQUE,
+    processes    integer NOT NULL DEFAULT 1 CHECK (processes BETWEEN 1 AND 16),
+    batch_size   integer CHECK (batch_size BETWEEN 1 AND 10000),
+    wait_seconds integer NOT NULL DEFAULT 20 CHECK (wait_seconds BETWEEN 1 AND 20),
+    run_as       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    created_by   text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE sqs_loader.workers IS
+  'The continuous loaders: one row per queue (start_worker() / stop_worker()), each run by processes background workers as run_as. Kept across restarts (and in pg_dump).';
+SELECT pg_catalog.pg_extension_config_dump('sqs_loader.workers', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sqs_loader.workers', 'id'), '');
+
+CREATE FUNCTION sqs_loader.start_worker(
+    queue_url text, processes integer DEFAULT 1, batch_size integer DEFAULT NULL,
+    wait_seconds integer DEFAULT 20)
+RETURNS sqs_loader.workers
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w sqs_loader.workers;
+    owner text;
+BEGIN
+    PERFORM sqs_loader.require_preloaded('start_worker()');
+    SELECT r.rolname INTO owner
+      FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'sqs_loader';
+    PERFORM sqs_loader.require_caller('start_worker()', owner);
+    -- A queue URL the workers could not use is refused now, not in the server log later.
+    PERFORM sqs_loader.check_queue_url(start_worker.queue_url);
+    INSERT INTO sqs_loader.workers AS old (queue_url, processes, batch_size, wait_seconds, run_as)
+    VALUES (start_worker.queue_url, start_worker.processes, start_worker.batch_size,
+            start_worker.wait_seconds, session_user)
+    ON CONFLICT ON CONSTRAINT workers_queue_url_key DO UPDATE
+       SET processes = excluded.processes, batch_size = excluded.batch_size,
+           wait_seconds = excluded.wait_seconds, run_as = excluded.run_as
+    RETURNING * INTO w;
+    -- The supervisor of this database starts the workers once this commits.
+    PERFORM sqs_loader.launch_supervisor();
+    RETURN w;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.start_worker(text, integer, integer, integer) IS
+  'Load a queue continuously: processes background workers long-poll it and load through the same path as load_user_logins() (superuser or the extension owner; needs sqs_loader in shared_preload_libraries). Calling it again changes the settings. Kept across restarts.';
+
+CREATE FUNCTION sqs_loader.stop_worker(queue_url text) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner text;
+BEGIN
+    SELECT r.rolname INTO owner
+      FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'sqs_loader';
+    PERFORM sqs_loader.require_caller('stop_worker()', owner);
+    DELETE FROM sqs_loader.workers w WHERE w.queue_url = stop_worker.queue_url;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.stop_worker(text) IS
+  'Stop the background workers of a queue: each finishes the batch it is loading, its run is recorded as stopped. True when there were workers.';
+
+-- How the loading of each queue goes: who loads it, how fast, how far behind.
+CREATE VIEW sqs_loader.stat_loaders AS
+WITH queues AS (
+    SELECT w.queue_url FROM sqs_loader.workers w
+    UNION
+    SELECT r.queue_url FROM sqs_loader.load_runs r WHERE r.started_at > now() - interval '1 day'),
+last_run AS (
+    SELECT DISTINCT ON (r.queue_url) r.queue_url, r.status, r.mode, r.error, r.ended_at
+      FROM sqs_loader.load_runs r ORDER BY r.queue_url, r.run_id DESC),
+last_error AS (
+    SELECT DISTINCT ON (r.queue_url) r.queue_url, r.error, coalesce(r.ended_at, r.started_at) AS at
+      FROM sqs_loader.load_runs r WHERE r.error IS NOT NULL ORDER BY r.queue_url, r.run_id DESC),
+active AS (
+    SELECT r.queue_url, count(*) AS runs, count(*) FILTER (WHERE r.mode = 'worker') AS worker_runs
+      FROM sqs_loader.load_runs r
+     WHERE r.status = 'running'
+       AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid)
+     GROUP BY r.queue_url),
+recent AS (
+    SELECT r.queue_url,
+           count(*) AS messages,
+           count(*) FILTER (WHERE p.outcome = 'loaded') AS loaded,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM p.processed_at - p.sent_at)) AS latency_p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM p.processed_at - p.sent_at)) AS latency_p99
+      FROM sqs_loader.processed_messages p JOIN sqs_loader.load_runs r ON r.run_id = p.run_id
+     WHERE p.processed_at > clock_timestamp() - interval '1 minute'
+     GROUP BY r.queue_url),
+newest AS (
+    SELECT r.queue_url, max(p.sent_at) AS sent_at
+      FROM sqs_loader.processed_messages p JOIN sqs_loader.load_runs r ON r.run_id = p.run_id
+     WHERE p.processed_at > now() - interval '1 day'
+     GROUP BY r.queue_url),
+depth AS (
+    SELECT q.queue_url, sqs_loader.queue_depth(q.queue_url) AS d FROM queues q)
+SELECT q.queue_url,
+       CASE WHEN w.id IS NOT NULL THEN 'worker' ELSE coalesce(l.mode, 'call') END AS mode,
+       w.processes AS worker_processes,
+       CASE WHEN coalesce(a.runs, 0) > 0 THEN 'running'
+            WHEN w.id IS NOT NULL THEN 'starting'
+            ELSE coalesce(l.status, 'idle') END AS state,
+       coalesce(a.runs, 0) AS active_runs,
+       round(coalesce(rc.messages, 0) / 60.0, 1) AS messages_per_second,
+       round(coalesce(rc.loaded, 0) / 60.0, 1) AS rows_per_second,
+       round(rc.latency_p50::numeric, 3) AS latency_p50_seconds,
+       round(rc.latency_p99::numeric, 3) AS latency_p99_seconds,
+       clock_timestamp() - n.sent_at AS lag,
+       (dp.d ->> 'visible')::bigint AS visible,
+       (dp.d ->> 'in_flight')::bigint AS in_flight,
+       (dp.d ->> 'oldest_age_seconds')::bigint AS oldest_message_age_seconds,
+       coalesce(dp.d ->> 'error', le.error) AS last_error,
+       le.at AS last_error_at
+  FROM queues q
+  LEFT JOIN sqs_loader.workers w ON w.queue_url = q.queue_url
+  LEFT JOIN last_run l ON l.queue_url = q.queue_url
+  LEFT JOIN last_error le ON le.queue_url = q.queue_url
+  LEFT JOIN active a ON a.queue_url = q.queue_url
+  LEFT JOIN recent rc ON rc.queue_url = q.queue_url
+  LEFT JOIN newest n ON n.queue_url = q.queue_url
+  LEFT JOIN depth dp ON dp.queue_url = q.queue_url;
+COMMENT ON VIEW sqs_loader.stat_loaders IS
+  'Per queue: mode (worker or call) and state, messages and rows per second and the p50/p99 latency (SentTimestamp to load) over the last minute, lag (now - SentTimestamp of the newest loaded message), the queue''s visible and in-flight depth and the age of its oldest message where the endpoint reports it, the last error.';
 
 -- ---------------------------------------------------------------- privileges (as a fresh install)
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA sqs_loader FROM PUBLIC;

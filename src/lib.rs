@@ -47,11 +47,23 @@ pgrx::extension_sql_file!(
         api::sqs::sqs_delete,
         api::loader::delete_after_commit,
         api::loader::loader_settings,
+        api::loader::batch_abandoned,
         api::loader::delete_collect,
         api::sqs::sqs_queue_attributes,
         api::masking::mask_values,
         api::loader::parse_login,
         api::loader::version
+    ]
+);
+pgrx::extension_sql_file!(
+    "../sql/30_workers.sql",
+    name = "workers",
+    requires = [
+        "loader",
+        api::loader::check_queue_url,
+        api::loader::launch_supervisor,
+        api::masking::require_caller,
+        api::masking::require_preloaded
     ]
 );
 pgrx::extension_sql_file!("../sql/90_privileges.sql", name = "privileges", finalize);
@@ -60,6 +72,9 @@ pgrx::extension_sql_file!("../sql/90_privileges.sql", name = "privileges", final
 pub extern "C-unwind" fn _PG_init() {
     postgres::guc::init();
     postgres::log_guard::install();
+    if postgres::log_guard::preloaded() {
+        postgres::worker::register_launcher();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -78,6 +93,8 @@ pub mod pg_test {
             "shared_preload_libraries='pg_cron,sqs_loader'",
             "cron.database_name='pgrx_tests'",
             "max_worker_processes=16",
+            // LocalStack on loopback: a superuser's explicit choice, as in every local cluster.
+            "sqs_loader.allowed_hosts='localhost,127.0.0.1,::1,*.amazonaws.com'",
             Box::leak(format!("sqs_loader_test.localstack='{localstack}'").into_boxed_str()),
         ]
     }

@@ -3,15 +3,18 @@
 //! A message is a login event when it is a JSON object (no duplicated keys) with
 //! - `user_id`: a non-empty string of at most 128 characters;
 //! - `device_type`, `locale`: null/absent, or strings of at most 32 characters;
-//! - `ip`: an IPv4 or IPv6 address (stored masked, in canonical form);
+//! - `ip`: an IPv4 or IPv6 address (stored masked, in canonical form: an IPv4-mapped IPv6
+//!   address is its IPv4 address);
 //! - `device_id`: a non-empty string (stored masked);
 //! - `app_version`: a version string "major[.minor[.patch]]", packed into an integer.
 //!
-//! Other keys are ignored. No string may contain NUL (PostgreSQL text cannot hold it).
+//! Other keys are ignored, whatever valid JSON they hold (numbers of any size, any nesting); a
+//! leading byte order mark is ignored. No string may contain NUL (PostgreSQL text cannot hold it).
 //! Anything else is rejected with a stable reason code and a human-readable detail.
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -85,6 +88,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "app_version_out_of_range",
         "app_version does not fit the integer encoding (major <= 2146, minor and patch <= 999)",
     ),
+    (
+        "insert_failed",
+        "a valid event that user_logins refused (a column narrower than these limits, a CHECK constraint, a trigger that raised): the detail has the SQLSTATE and message",
+    ),
 ];
 
 fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
@@ -95,91 +102,101 @@ fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
     }
 }
 
-/// The top level of a body: an object's entries in order (to detect duplicates), or what else it was.
-enum Top {
-    Object(Vec<(String, Value)>),
+/// A JSON value as the parser sees it: what the known keys need, without interpreting the rest.
+/// Values are captured raw (`RawValue`: validated, but numbers not converted and nesting not
+/// limited), so valid JSON anywhere in the body never makes it `invalid_json`.
+enum Field {
+    Str(String),
+    Null,
     Other(&'static str),
 }
 
-struct TopVisitor;
+/// Interpret one raw value (only values of known keys are interpreted).
+fn field(raw: &RawValue) -> Result<Field, Rejection> {
+    let text = raw.get().trim_start();
+    Ok(match text.as_bytes().first() {
+        Some(b'"') => Field::Str(
+            serde_json::from_str::<String>(text)
+                .map_err(|e| reject("invalid_json", format!("not valid JSON: {e}")))?,
+        ),
+        Some(b'n') => Field::Null,
+        Some(b't') | Some(b'f') => Field::Other("a boolean"),
+        Some(b'[') => Field::Other("an array"),
+        Some(b'{') => Field::Other("an object"),
+        _ => Field::Other("a number"),
+    })
+}
 
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top;
+fn kind(f: &Field) -> &'static str {
+    match f {
+        Field::Str(_) => "a string",
+        Field::Null => "null",
+        Field::Other(k) => k,
+    }
+}
+
+/// The top level of a body: an object's entries in order (to detect duplicates), values raw.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
         let mut entries = Vec::new();
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
-            entries.push((k, v));
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            entries.push((k, map.next_value::<&'de RawValue>()?));
         }
-        Ok(Top::Object(entries))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Top::Other("an array"))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Top, E> {
-        Ok(Top::Other("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Top, E> {
-        Ok(Top::Other("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Top, E> {
-        Ok(Top::Other("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Top, E> {
-        Ok(Top::Other("a number"))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Top, E> {
-        Ok(Top::Other("a string"))
-    }
-    fn visit_unit<E>(self) -> Result<Top, E> {
-        Ok(Top::Other("null"))
+        Ok(Entries(entries))
     }
 }
 
-impl<'de> Deserialize<'de> for Top {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Top, D::Error> {
-        d.deserialize_any(TopVisitor)
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Entries<'de>, D::Error> {
+        d.deserialize_map(EntriesVisitor)
     }
 }
 
 /// Parse and validate one message body.
 pub fn parse(body: &str) -> Result<LoginEvent, Rejection> {
-    let entries = match serde_json::from_str::<Top>(body) {
-        Ok(Top::Object(e)) => e,
-        Ok(Top::Other(what)) => {
-            return Err(reject(
-                "not_an_object",
-                format!("the body is {what}, not a JSON object"),
-            ))
-        }
-        Err(e) => return Err(reject("invalid_json", format!("not valid JSON: {e}"))),
-    };
+    // RFC 8259 lets a parser ignore a leading byte order mark; some producers send one.
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
+    let invalid = |e: serde_json::Error| reject("invalid_json", format!("not valid JSON: {e}"));
+    if body.trim_start().as_bytes().first() != Some(&b'{') {
+        // Valid JSON but not an object, or not JSON at all.
+        let raw = serde_json::from_str::<&RawValue>(body).map_err(invalid)?;
+        let what = match field(raw)? {
+            Field::Str(_) => "a string",
+            Field::Null => "null",
+            Field::Other(k) => k,
+        };
+        return Err(reject(
+            "not_an_object",
+            format!("the body is {what}, not a JSON object"),
+        ));
+    }
+    let Entries(entries) = serde_json::from_str::<Entries>(body).map_err(invalid)?;
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
     for (k, _) in &entries {
-        if !seen.insert(k.as_str()) {
+        if !seen.insert(k.as_ref()) {
             return Err(reject(
                 "duplicate_key",
                 format!("key \"{}\" appears more than once", truncate(k, 40)),
             ));
         }
     }
-    let get = |name: &str| entries.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let get = |name: &str| -> Result<Option<Field>, Rejection> {
+        entries
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| field(v))
+            .transpose()
+    };
 
-    let user_id = match get("user_id") {
+    let user_id = match get("user_id")? {
         None => {
             return Err(reject(
                 "missing_user_id",
@@ -188,44 +205,36 @@ pub fn parse(body: &str) -> Result<LoginEvent, Rejection> {
         }
         Some(v) => required_string(v, "user_id", "invalid_user_id", Some(MAX_USER_ID))?,
     };
-    let device_type = optional_string(get("device_type"), "device_type", "invalid_device_type")?;
-    let locale = optional_string(get("locale"), "locale", "invalid_locale")?;
-    let ip = match get("ip") {
+    let device_type = optional_string(get("device_type")?, "device_type", "invalid_device_type")?;
+    let locale = optional_string(get("locale")?, "locale", "invalid_locale")?;
+    let ip = match get("ip")? {
         None => return Err(reject("missing_ip", "the object has no ip")),
-        Some(Value::String(s)) => s
-            .parse::<IpAddr>()
-            .map_err(|_| {
-                reject(
-                    "invalid_ip",
-                    format!("\"{}\" is not an IPv4 or IPv6 address", truncate(s, 60)),
-                )
-            })?
-            .to_string(),
+        Some(Field::Str(s)) => canonical_ip(&s)?,
         Some(v) => {
             return Err(reject(
                 "invalid_ip",
-                format!("ip must be a string, not {}", kind(v)),
+                format!("ip must be a string, not {}", kind(&v)),
             ))
         }
     };
-    let device_id = match get("device_id") {
+    let device_id = match get("device_id")? {
         None => return Err(reject("missing_device_id", "the object has no device_id")),
         Some(v) => required_string(v, "device_id", "invalid_device_id", None)?,
     };
-    let app_version = match get("app_version") {
+    let app_version = match get("app_version")? {
         None => {
             return Err(reject(
                 "missing_app_version",
                 "the object has no app_version",
             ))
         }
-        Some(Value::String(s)) => app_version_to_int(s)?,
+        Some(Field::Str(s)) => app_version_to_int(&s)?,
         Some(v) => {
             return Err(reject(
                 "invalid_app_version",
                 format!(
                     "app_version must be a string such as \"2.3.0\", not {}",
-                    kind(v)
+                    kind(&v)
                 ),
             ))
         }
@@ -240,6 +249,25 @@ pub fn parse(body: &str) -> Result<LoginEvent, Rejection> {
     })
 }
 
+/// The canonical text of an IP address: IPv6 compressed and lower-case, and an IPv4-mapped IPv6
+/// address (`::ffff:203.0.113.7`) as the IPv4 address it is, so that every spelling of one
+/// address gives one token.
+fn canonical_ip(s: &str) -> Result<String, Rejection> {
+    let ip = s.parse::<IpAddr>().map_err(|_| {
+        reject(
+            "invalid_ip",
+            format!("\"{}\" is not an IPv4 or IPv6 address", truncate(s, 60)),
+        )
+    })?;
+    Ok(match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        v4 => v4.to_string(),
+    })
+}
+
 fn truncate(s: &str, max: usize) -> String {
     let mut t: String = s.chars().take(max).collect();
     if s.chars().count() > max {
@@ -249,41 +277,41 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn required_string(
-    v: &Value,
+    v: Field,
     field: &str,
     reason: &'static str,
     max: Option<usize>,
 ) -> Result<String, Rejection> {
     let s = match v {
-        Value::String(s) => s,
+        Field::Str(s) => s,
         other => {
             return Err(reject(
                 reason,
-                format!("{field} must be a string, not {}", kind(other)),
+                format!("{field} must be a string, not {}", kind(&other)),
             ))
         }
     };
-    check_text(s, field, reason, max)?;
+    check_text(&s, field, reason, max)?;
     if s.is_empty() {
         return Err(reject(reason, format!("{field} is empty")));
     }
-    Ok(s.clone())
+    Ok(s)
 }
 
 fn optional_string(
-    v: Option<&Value>,
+    v: Option<Field>,
     field: &str,
     reason: &'static str,
 ) -> Result<Option<String>, Rejection> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            check_text(s, field, reason, Some(MAX_SHORT))?;
-            Ok(Some(s.clone()))
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Str(s)) => {
+            check_text(&s, field, reason, Some(MAX_SHORT))?;
+            Ok(Some(s))
         }
         Some(other) => Err(reject(
             reason,
-            format!("{field} must be a string or null, not {}", kind(other)),
+            format!("{field} must be a string or null, not {}", kind(&other)),
         )),
     }
 }

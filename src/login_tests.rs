@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::Value;
 
 const SAMPLE: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
 
@@ -203,8 +204,19 @@ fn rejection_reasons() {
 fn ipv6_is_canonicalised() {
     let b = SAMPLE.replace("199.172.111.135", "2001:DB8:0:0:0:0:0:1");
     assert_eq!(parse(&b).unwrap().ip, "2001:db8::1");
-    let b = SAMPLE.replace("199.172.111.135", "::FFFF:10.0.0.1");
-    assert_eq!(parse(&b).unwrap().ip, "::ffff:10.0.0.1");
+    // One address, one token: an IPv4-mapped IPv6 address is its IPv4 address.
+    for spelling in [
+        "::FFFF:203.0.113.7",
+        "::ffff:cb00:7107",
+        "0:0:0:0:0:ffff:203.0.113.7",
+        "203.0.113.7",
+    ] {
+        let b = SAMPLE.replace("199.172.111.135", spelling);
+        assert_eq!(parse(&b).unwrap().ip, "203.0.113.7", "{spelling}");
+    }
+    // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 addresses are other addresses.
+    let b = SAMPLE.replace("199.172.111.135", "::203.0.113.7");
+    assert_eq!(parse(&b).unwrap().ip, "::cb00:7107");
 }
 
 proptest::proptest! {
@@ -254,11 +266,51 @@ proptest::proptest! {
 }
 
 #[test]
-fn deep_nesting_is_rejected_not_a_crash() {
+fn deep_nesting_is_valid_json_not_a_crash() {
+    // 10,000 levels where user_id should be: valid JSON, but not a string.
     let deep = format!(
         "{{\"user_id\":{}1{}}}",
         "[".repeat(10_000),
         "]".repeat(10_000)
     );
-    assert_eq!(parse(&deep).unwrap_err().reason, "invalid_json");
+    assert_eq!(parse(&deep).unwrap_err().reason, "invalid_user_id");
+    // ... and in a key the loader ignores: the event loads.
+    let ignored = SAMPLE.replacen(
+        '{',
+        &format!(
+            "{{\"extra\": {}{{}}{}, ",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+        1,
+    );
+    assert!(parse(&ignored).is_ok());
+    // Unbalanced nesting is still not JSON.
+    let broken = SAMPLE.replacen('{', &format!("{{\"extra\": {}, ", "[".repeat(300)), 1);
+    assert_eq!(parse(&broken).unwrap_err().reason, "invalid_json");
+}
+
+#[test]
+fn valid_json_the_loader_ignores_never_makes_a_body_invalid() {
+    // Numbers beyond f64 and beyond i64, exponents, in ignored keys.
+    for n in [
+        "1e400",
+        "-1e400",
+        "123456789012345678901234567890",
+        "1.5e-400",
+    ] {
+        let b = SAMPLE.replacen('{', &format!("{{\"big\": {n}, "), 1);
+        assert!(parse(&b).is_ok(), "{n}");
+    }
+    // A leading byte order mark.
+    assert!(parse(&format!("\u{feff}{SAMPLE}")).is_ok());
+    // The same number where a known key is: the key's own reason.
+    let b = SAMPLE.replace("\"2.3.0\"", "1e400");
+    assert_eq!(parse(&b).unwrap_err().reason, "invalid_app_version");
+    // At the top level: valid JSON, not an object.
+    assert_eq!(parse("1e400").unwrap_err().reason, "not_an_object");
+    assert_eq!(parse(" [[[[]]]] ").unwrap_err().reason, "not_an_object");
+    assert_eq!(parse("\"text\"").unwrap_err().reason, "not_an_object");
+    assert_eq!(parse("1e400x").unwrap_err().reason, "invalid_json");
+    assert_eq!(parse("").unwrap_err().reason, "invalid_json");
 }

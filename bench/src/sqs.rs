@@ -27,7 +27,11 @@ impl Sqs {
         Sqs {
             base: base.to_string(),
             client: Client {
-                endpoint: endpoint::for_service(Some(base), None, "us-east-1").unwrap(),
+                endpoint: endpoint::Endpoint {
+                    // The emulators listen on 127.0.0.1.
+                    addresses: endpoint::AddressPolicy::Any,
+                    ..endpoint::for_service(Some(base), None, "us-east-1").unwrap()
+                },
                 configured: Configured {
                     access_key_id: Some("test".into()),
                     secret_access_key: Some("test".into()),
@@ -38,6 +42,7 @@ impl Sqs {
                     protocol: Protocol::Json,
                     timeout: Duration::from_secs(30),
                     max_retries: 5,
+                    reveal_foreign_bodies: true,
                 },
                 max_parallel: 16,
             },

@@ -13,6 +13,6 @@ pub fn decode_all(protocol: Protocol, data: &[u8]) {
         Request::ChangeVisibilityBatch { queue_url: "u".into(), entries: vec![], visibility_timeout: 0 },
     ];
     for req in &requests {
-        let _ = wire::decode(protocol, req, status, &|_| None, body, "fuzz");
+        let _ = wire::decode(protocol, req, status, &|_| None, body, "fuzz", false);
     }
 }

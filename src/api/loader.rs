@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 /// same request and, with `prefetch`, starts receiving the next batch in the background.
 #[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
 #[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
 fn pull(
     queue_url: &str,
     n: i32,
@@ -39,6 +40,7 @@ fn pull(
 
 /// Make the messages of a pending prefetch visible again; how many.
 #[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
 fn release_prefetched() -> Result<i32, ErrorReport> {
     Ok(loader_state::release_prefetched()? as i32)
 }
@@ -47,6 +49,7 @@ fn release_prefetched() -> Result<i32, ErrorReport> {
 /// aborts): load_user_logins() calls it for each batch it loads, so the next batch overlaps the
 /// deletes.
 #[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
 fn delete_after_commit(
     queue_url: &str,
     receipt_handles: Vec<Option<String>>,
@@ -55,9 +58,32 @@ fn delete_after_commit(
     Ok(loader_state::delete_after_commit(queue_url, handles)?)
 }
 
+/// The batch being loaded failed (nothing of it committed): give its messages back now, and stop
+/// keeping them invisible.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn batch_abandoned() {
+    loader_state::batch_abandoned()
+}
+
+/// Check a queue URL the way a request would: its form, the allow-list, credentials stored where
+/// every role reads them. Raises the error a request would raise.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
+fn check_queue_url(queue_url: &str) -> Result<(), ErrorReport> {
+    crate::postgres::sqs_client::for_queue(queue_url)?;
+    Ok(())
+}
+
+/// Start this database's background-worker supervisor once the transaction commits.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+fn launch_supervisor() {
+    crate::postgres::worker::launch_supervisor_after_commit()
+}
+
 /// Collect the background deletes that finished (all of them when `wait`): how many were
 /// deleted. Failed entries are reported in a WARNING, a request-level failure as an ERROR.
 #[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
 fn delete_collect(wait: bool) -> Result<i64, ErrorReport> {
     let out = loader_state::delete_collect(wait)?;
     warn_failures("background delete", &out);

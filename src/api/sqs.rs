@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 /// Receive up to `n` messages (parallel ReceiveMessage calls of ≤ 10).
 #[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn sqs_pull(
     queue_url: &str,
     n: default!(i32, 10),
@@ -78,6 +79,7 @@ pub(super) fn warn_failures(what: &str, out: &BatchOutcome) {
 /// DeleteMessageBatch in parallel chunks of 10; returns how many were deleted. Failed entries
 /// are reported in a WARNING.
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn sqs_delete(queue_url: &str, receipt_handles: Vec<Option<String>>) -> Result<i32, ErrorReport> {
     let handles = non_null(receipt_handles, "receipt_handles")?;
     let client = sqs_client::for_queue(queue_url)?;
@@ -89,6 +91,7 @@ fn sqs_delete(queue_url: &str, receipt_handles: Vec<Option<String>>) -> Result<i
 
 /// SendMessageBatch in parallel chunks (≤ 10 entries, ≤ 256 KiB); returns how many were sent.
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn sqs_send(queue_url: &str, bodies: Vec<Option<String>>) -> Result<i32, ErrorReport> {
     let bodies = non_null(bodies, "bodies")?;
     let client = sqs_client::for_queue(queue_url)?;
@@ -100,6 +103,7 @@ fn sqs_send(queue_url: &str, bodies: Vec<Option<String>>) -> Result<i32, ErrorRe
 
 /// CreateQueue (idempotent); returns the queue URL.
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn sqs_create_queue(
     name: &str,
     attributes: default!(Option<JsonB>, "NULL"),
@@ -127,6 +131,7 @@ fn sqs_create_queue(
 
 /// GetQueueAttributes (All) as jsonb; numeric attributes become JSON numbers.
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn sqs_queue_attributes(queue_url: &str) -> Result<JsonB, ErrorReport> {
     let client = sqs_client::for_queue(queue_url)?;
     let url = queue_url.to_string();

@@ -27,6 +27,37 @@ mod tests {
         .is_some());
     }
 
+    /// A routine that runs SQL with the caller's search_path could be made to run the caller's
+    /// (or a database owner's) functions and operators, as whoever called it — a superuser, a
+    /// pg_cron job. Every routine pins its search_path, except the procedure (which cannot: it
+    /// COMMITs; it refers only to schema-qualified functions, tested in tests/integration) and
+    /// C functions that run no SQL at all, listed here.
+    #[pg_test]
+    fn every_routine_runs_with_a_pinned_search_path() {
+        let unpinned: Option<String> = opt(
+            "SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text)
+               FROM pg_proc p
+               JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+              WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'sqs_loader')
+                AND p.pronamespace::regnamespace::text <> 'tests' -- these #[pg_test]s themselves
+                AND NOT coalesce((SELECT bool_or(c LIKE 'search_path=%') FROM unnest(p.proconfig) c), false)
+                AND p.oid::regprocedure::text NOT IN (
+                    'load_user_logins(text,integer,integer,bigint,bigint,bigint,bigint,bigint)',
+                    -- C functions that run no SQL:
+                    'app_version_int(text)', 'app_version_text(integer)',
+                    'sqs_loader.parse_login(text)', 'sqs_loader.reject_reasons()', 'sqs_loader.version()',
+                    'sqs_loader.loader_settings()', 'sqs_loader.new_token_key()', 'sqs_loader.token_key_id(bytea)',
+                    'sqs_loader.rsa_key_info(text)', 'sqs_loader.private_key_fingerprint(text,text)',
+                    'sqs_loader.unseal(text,bytea,bytea,text,text)', 'sqs_loader.rewrap(bytea,text,text,text)',
+                    'sqs_loader.protect_statement(text[])', 'sqs_loader.require_caller(text,text)',
+                    'sqs_loader.require_preloaded(text)', 'sqs_loader.batch_abandoned()',
+                    'sqs_loader.launch_supervisor()',
+                    -- runs no SQL here: a background worker writes the rows, with its own pinned path
+                    'sqs_loader.audit_access(text,text[],text[])')",
+        );
+        assert_eq!(unpinned, None, "routines without a pinned search_path");
+    }
+
     #[pg_test]
     fn user_logins_has_exactly_the_owners_ddl_and_is_not_an_extension_member() {
         let cols: String = one(
@@ -79,7 +110,7 @@ mod tests {
         );
         assert_eq!(
             one::<i64>("SELECT count(*) FROM sqs_loader.reject_reasons()"),
-            14
+            15
         );
     }
 }

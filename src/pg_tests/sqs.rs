@@ -236,21 +236,61 @@ mod tests {
             err.starts_with("42501") && err.contains("169.254.169.254"),
             "{err}"
         );
-        run("SET LOCAL sqs_loader.endpoint = 'http://169.254.169.254'");
-        let err = try_sql("SELECT * FROM sqs_pull('http://localhost:4566/000000000000/q', 1)");
-        assert!(
-            err.starts_with("42501") && err.contains("allowed_hosts"),
-            "{err}"
-        );
-        run("SET LOCAL sqs_loader.endpoint = 'http://evil.example.com'");
-        assert!(
-            try_sql("SELECT sqs_queue_attributes('http://localhost:4566/000000000000/q')")
-                .starts_with("42501")
-        );
+        // The endpoint override decides where requests go: the role cannot set it.
+        let err = try_sql("SET sqs_loader.endpoint = 'http://169.254.169.254'");
+        assert!(err.starts_with("42501"), "{err}");
         // The role can change neither the allow-list nor the credentials.
         assert!(try_sql("SET sqs_loader.allowed_hosts = '*'").starts_with("42501"));
         assert!(try_sql("SET sqs_loader.aws_access_key_id = 'x'").starts_with("42501"));
         run("RESET ROLE");
+    }
+
+    #[pg_test]
+    fn loopback_is_not_allowed_by_default_nor_by_a_wildcard() {
+        install_try_sql();
+        // The built-in allow-list: AWS only.
+        let builtin: String =
+            one("SELECT boot_val FROM pg_settings WHERE name = 'sqs_loader.allowed_hosts'");
+        assert_eq!(builtin, "*.amazonaws.com,*.amazonaws.com.cn");
+        run("SELECT set_config('sqs_loader.allowed_hosts', (SELECT boot_val FROM pg_settings WHERE name = 'sqs_loader.allowed_hosts'), true)");
+        // Credentials of their own, so that none are looked for elsewhere.
+        run("SET LOCAL sqs_loader.aws_access_key_id = 'test'");
+        run("SET LOCAL sqs_loader.aws_secret_access_key = 'test'");
+        let err = try_sql(&format!(
+            "SELECT * FROM sqs_pull('{}/000000000000/q', 1)",
+            localstack()
+        ));
+        assert!(
+            err.starts_with("42501") && err.contains("allowed_hosts"),
+            "{err}"
+        );
+        // A wildcard allows public addresses only: the address connected to is checked, so an
+        // allowed name resolving to loopback is refused too, with no request sent.
+        run("SET LOCAL sqs_loader.allowed_hosts = '*'");
+        for url in [
+            localstack(),
+            "http://localhost:4566".to_string(),
+            "http://[::1]:4566".to_string(),
+        ] {
+            let err = try_sql(&format!(
+                "SELECT * FROM sqs_pull('{url}/000000000000/q', 1)"
+            ));
+            assert!(
+                err.starts_with("42501") && err.contains("not a public address"),
+                "{url}: {err}"
+            );
+            assert!(
+                !err.contains("attempt"),
+                "refused at once, not retried: {err}"
+            );
+        }
+        // Listed exactly by a superuser: allowed (the emulator answers).
+        run("SET LOCAL sqs_loader.allowed_hosts = '*, 127.0.0.1'");
+        let err = try_sql(&format!(
+            "SELECT * FROM sqs_pull('{}/000000000000/no-such-q', 1)",
+            localstack()
+        ));
+        assert!(err.starts_with("42704"), "{err}");
     }
 
     #[pg_test]

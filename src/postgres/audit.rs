@@ -181,6 +181,8 @@ pub extern "C-unwind" fn sqs_loader_audit_worker(arg: pg_sys::Datum) {
         serde_json::from_slice(bytes).expect("audit payload")
     };
     BackgroundWorker::transaction(|| {
+        // The database's default search_path is its owner's to set: not this worker's.
+        Spi::run("SET LOCAL search_path = pg_catalog, pg_temp").expect("pin search_path");
         for row in &rows {
             Spi::run_with_args(
                 "INSERT INTO sqs_loader.unmask_audit(audit_id, action, session_user_name, role_name, token, outcome, value_count)

@@ -53,6 +53,22 @@ pub fn wait<T>(rx: &mpsc::Receiver<T>) -> Result<T, ThreadError> {
     }
 }
 
+/// Like [`wait`], but gives up (None) once a loader worker was asked to stop: for long polls,
+/// whose messages, if any, then come back after their visibility timeout.
+pub fn wait_unless_stopping<T>(rx: &mpsc::Receiver<T>) -> Result<Option<T>, ThreadError> {
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(v) => return Ok(Some(v)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(ThreadError::Vanished),
+        }
+        pgrx::check_for_interrupts!();
+        if super::worker::stop_requested() {
+            return Ok(None);
+        }
+    }
+}
+
 /// Run a job on an I/O thread and wait for its result (see [`wait`]).
 pub fn run<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T, ThreadError> {
     let (tx, rx) = mpsc::channel::<std::thread::Result<T>>();

@@ -28,6 +28,9 @@ pub enum Error {
     /// A NULL where none is allowed (e.g. inside an array argument).
     #[error("{0} must not contain NULL")]
     NullValue(&'static str),
+    /// AWS credentials stored with ALTER ROLE/DATABASE SET, readable by every role.
+    #[error("AWS credentials are stored in pg_db_role_setting, which every role can read ({0})")]
+    SecretInCatalog(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -87,6 +90,12 @@ impl From<SqsError> for ErrorReport {
                 message,
                 None,
                 Some("A superuser can add the host to sqs_loader.allowed_hosts."),
+            ),
+            SqsError::AddressNotAllowed(_) => report(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message,
+                None,
+                Some("A host allowed by a wildcard may only resolve to public addresses. A superuser can list the host exactly in sqs_loader.allowed_hosts (emulators, VPC endpoints with private DNS)."),
             ),
             SqsError::NoCredentials(_) | SqsError::Credentials { .. } => report(
                 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -196,6 +205,12 @@ impl From<Error> for ErrorReport {
             e @ Error::NullValue(_) => {
                 report(ERRCODE_NULL_VALUE_NOT_ALLOWED, e.to_string(), None, None)
             }
+            e @ Error::SecretInCatalog(_) => report(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                e.to_string(),
+                Some("They were set with ALTER ROLE/DATABASE ... SET in a session where sqs_loader was not loaded (preloading it refuses that). Until they are removed, sqs_loader makes no request.".into()),
+                Some("Remove them (ALTER ROLE ... RESET sqs_loader.aws_secret_access_key, and the key id and session token likewise; see pg_db_role_setting), rotate the exposed key, and give the server credentials through its environment or an instance role."),
+            ),
         }
     }
 }

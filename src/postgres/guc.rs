@@ -31,9 +31,8 @@ static REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(
 /// AWS JSON 1.0 or the query protocol.
 static PROTOCOL: GucSetting<WireProtocol> = GucSetting::<WireProtocol>::new(WireProtocol::Json);
 /// Hosts requests may go to (superuser only).
-static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(
-    c"*.amazonaws.com,*.amazonaws.com.cn,localhost,127.0.0.1,::1",
-));
+static ALLOWED_HOSTS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"*.amazonaws.com,*.amazonaws.com.cn"));
 /// One HTTP request's timeout.
 static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// Requests one call keeps in flight.
@@ -67,6 +66,14 @@ static EXIT_WHEN_EMPTY: GucSetting<bool> = GucSetting::<bool>::new(true);
 static DEDUP_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(15);
 /// Seconds between progress NOTICEs.
 static PROGRESS_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(5);
+
+// ---------------------------------------------------------------- background workers
+
+/// The database the launcher connects to, to list the others.
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Length of a worker's run before it records it and starts the next.
+static WORKER_RUN_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(300);
 
 // ---------------------------------------------------------------- typed getters
 
@@ -108,6 +115,8 @@ pub fn call_options() -> CallOptions {
         },
         timeout: Duration::from_millis(HTTP_TIMEOUT_MS.get() as u64),
         max_retries: MAX_RETRIES.get() as u32,
+        // SAFETY: a plain check of the current user's privileges.
+        reveal_foreign_bodies: unsafe { pg_sys::superuser() },
     }
 }
 
@@ -149,6 +158,14 @@ pub fn progress_seconds() -> i32 {
     PROGRESS_SECONDS.get()
 }
 
+pub fn launcher_database() -> String {
+    string(&DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+pub fn worker_run_seconds() -> i32 {
+    WORKER_RUN_SECONDS.get()
+}
+
 // ---------------------------------------------------------------- definitions
 
 /// Define every setting (from `_PG_init`), area by area, then reserve the prefix.
@@ -156,6 +173,7 @@ pub fn init() {
     define_sqs();
     define_credentials();
     define_loader();
+    define_workers();
     // SAFETY: a plain call at library load time.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"sqs_loader".as_ptr()) };
 }
@@ -195,11 +213,13 @@ fn define_sqs() {
         c"AWS: https://sqs.<region>.amazonaws.com/<account>/<name>; LocalStack: http://localhost:4566/000000000000/<name>.",
         &QUEUE_URL,
     );
-    user_string(
+    GucRegistry::define_string_guc(
         c"sqs_loader.endpoint",
         c"Send every SQS request to this endpoint (scheme://host[:port]) instead of the queue URL's host.",
-        c"Empty: use the queue URL's host. Also used by sqs_create_queue().",
+        c"Empty: use the queue URL's host. Also used by sqs_create_queue(). Superuser only: it decides where requests go.",
         &ENDPOINT,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     user_string(
         c"sqs_loader.region",
@@ -217,8 +237,8 @@ fn define_sqs() {
     );
     GucRegistry::define_string_guc(
         c"sqs_loader.allowed_hosts",
-        c"Comma-separated hosts SQS requests may go to (exact names, *.suffix, or *).",
-        c"Keeps roles allowed to call the sqs_* functions from making the server talk to arbitrary hosts.",
+        c"Comma-separated hosts SQS requests may go to: exact names (any address), *.suffix or * (public addresses only).",
+        c"Keeps roles allowed to call the sqs_* functions from making the server talk to other hosts. A host listed exactly may resolve to loopback or a private network (emulators, VPC endpoints); a wildcard allows public addresses only.",
         &ALLOWED_HOSTS,
         GucContext::Suset,
         GucFlags::default(),
@@ -348,7 +368,7 @@ fn define_loader() {
     user(
         c"sqs_loader.visibility_timeout",
         c"Visibility timeout (seconds) load_user_logins() asks for; 0 uses the queue's own.",
-        c"Must exceed the time one batch takes, or another loader may receive the same message (it is then skipped, not duplicated).",
+        c"Must exceed about two batches' time: a batch received ahead of time (prefetched) waits while the current one loads. If it expires, another loader may receive the message (it is then skipped, not duplicated).",
         &VISIBILITY_TIMEOUT,
         (0, 43_200),
     );
@@ -396,5 +416,26 @@ fn define_loader() {
         c"",
         &PROGRESS_SECONDS,
         (1, 3600),
+    );
+}
+
+fn define_workers() {
+    GucRegistry::define_string_guc(
+        c"sqs_loader.database",
+        c"Database the background-worker launcher connects to at server start, to list the databases to start supervisors in.",
+        c"Any database that exists; the workers themselves run in the databases where start_worker() was called.",
+        &DATABASE,
+        // Not Postmaster: a session that loads the library late could not define it then.
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    int(
+        c"sqs_loader.worker_run_seconds",
+        c"Seconds a background worker's run lasts before it is recorded in sqs_loader.load_runs and the next begins.",
+        c"",
+        &WORKER_RUN_SECONDS,
+        (10, 86_400),
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
 }

@@ -1,5 +1,6 @@
 //! What one backend keeps between the SQL calls of a load run: the batch it receives ahead of
-//! time (prefetch) and the deletes it runs in the background after each COMMIT.
+//! time (prefetch), the batch it is loading, the deletes it runs in the background after each
+//! COMMIT, and the visibility heartbeat that keeps received messages invisible until then.
 //!
 //! Prefetched messages are received (invisible to others) but not processed: if the backend
 //! dies they come back after their visibility timeout; at the end of a run the unused ones are
@@ -10,12 +11,15 @@ use super::backend::{self, ThreadError};
 use super::error::{Error, Result};
 use super::sqs_client;
 use crate::sqs::executor::{BatchOutcome, Client, ReceiveArgs};
+use crate::sqs::heartbeat::{GroupId, Heartbeat};
 use crate::sqs::{Message, SqsError};
 use pgrx::PgXactCallbackEvent;
 use std::cell::RefCell;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-type Received = std::result::Result<Vec<Message>, SqsError>;
+/// Messages received and their heartbeat group.
+type Received = std::result::Result<(Vec<Message>, Option<GroupId>), SqsError>;
 
 /// A receive started in the background for the next batch of the same request.
 struct Prefetch {
@@ -27,7 +31,7 @@ struct Prefetch {
 
 type DeleteResult = std::result::Result<BatchOutcome, SqsError>;
 
-/// Background delete jobs one backend may have in flight before `delete_async` waits.
+/// Background delete jobs one backend may have in flight before `delete_after_commit` waits.
 const MAX_PENDING_DELETES: usize = 4;
 
 /// Background deletes: started, finished but not yet reported, and the first failure.
@@ -66,13 +70,36 @@ impl Deletes {
     }
 }
 
+/// The batch being loaded: its queue, client and heartbeat group (deleted after its COMMIT, or
+/// given back when it fails).
+struct Current {
+    queue_url: String,
+    client: Client,
+    handles: Vec<String>,
+    group: Option<GroupId>,
+}
+
 thread_local! {
     static PREFETCH: RefCell<Option<Prefetch>> = const { RefCell::new(None) };
     static DELETES: RefCell<Option<Deletes>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+    static HEARTBEAT: RefCell<Option<Arc<Heartbeat>>> = const { RefCell::new(None) };
 }
 
 fn with_deletes<T>(f: impl FnOnce(&mut Deletes) -> T) -> T {
     DELETES.with(|d| f(d.borrow_mut().get_or_insert_with(Deletes::default)))
+}
+
+/// This backend's heartbeat, its thread started on first use.
+fn heartbeat() -> Result<Arc<Heartbeat>> {
+    if let Some(hb) = HEARTBEAT.with(|h| h.borrow().clone()) {
+        return Ok(hb);
+    }
+    let hb = Arc::new(Heartbeat::default());
+    let runner = hb.clone();
+    backend::spawn(move || runner.run())?;
+    HEARTBEAT.with(|h| *h.borrow_mut() = Some(hb.clone()));
+    Ok(hb)
 }
 
 /// Run `job` with a client on an I/O thread and wait for it.
@@ -83,19 +110,65 @@ pub fn off_thread<T: Send + 'static>(
     Ok(backend::run(move || job(&client))??)
 }
 
-/// Receive up to `args.n` messages now (`sqs_pull()`).
+/// Receive up to `args.n` messages now (`sqs_pull()`; no heartbeat: the caller manages them).
 pub fn pull(queue_url: &str, args: ReceiveArgs) -> Result<Vec<Message>> {
     let client = sqs_client::for_queue(queue_url)?;
     let url = queue_url.to_string();
     off_thread(client, move |c| c.receive(&url, args))
 }
 
-/// Release what a pending prefetch received: how many messages were made visible again.
+/// Start receiving on an I/O thread; the messages are tracked by the heartbeat as soon as they
+/// arrive.
+fn receive_in_background(
+    client: &Client,
+    queue_url: &str,
+    args: ReceiveArgs,
+) -> Result<mpsc::Receiver<Received>> {
+    let hb = heartbeat()?;
+    let (tx, rx) = mpsc::channel();
+    let (c, url) = (client.clone(), queue_url.to_string());
+    let visibility = args
+        .visibility_timeout
+        .map(|v| Duration::from_secs(v as u64));
+    backend::spawn(move || {
+        let r = c.receive(&url, args).map(|msgs| {
+            let handles = msgs.iter().map(|m| m.receipt_handle.clone()).collect();
+            let group = hb.track(&c, &url, handles, visibility);
+            (msgs, group)
+        });
+        let _ = tx.send(r);
+    })?;
+    Ok(rx)
+}
+
+/// Give messages back at once (ChangeMessageVisibility 0) and stop extending them, in the
+/// background: how many were given back is not waited for.
+fn give_back(client: Client, queue_url: String, handles: Vec<String>, group: Option<GroupId>) {
+    let hb = HEARTBEAT.with(|h| h.borrow().clone());
+    if let (Some(hb), Some(g)) = (&hb, group) {
+        hb.forget(g);
+    }
+    if handles.is_empty() {
+        return;
+    }
+    let _ = backend::spawn(move || {
+        let _ = client.change_visibility(&queue_url, &handles, 0);
+    });
+}
+
+/// Release what a pending prefetch received: how many messages were made visible again. A
+/// worker asked to stop does not wait for a long poll: its messages come back by themselves.
 pub fn release_prefetched() -> Result<usize> {
     let Some(p) = PREFETCH.with(|p| p.borrow_mut().take()) else {
         return Ok(0);
     };
-    let msgs = backend::wait(&p.rx)??;
+    let Some(received) = backend::wait_unless_stopping(&p.rx)? else {
+        return Ok(0);
+    };
+    let (msgs, group) = received?;
+    if let (Some(hb), Some(g)) = (HEARTBEAT.with(|h| h.borrow().clone()), group) {
+        hb.forget(g);
+    }
     if msgs.is_empty() {
         return Ok(0);
     }
@@ -106,25 +179,46 @@ pub fn release_prefetched() -> Result<usize> {
 
 /// The loader's receive: the batch prefetched for this same request if there is one, else a
 /// receive now; then, if `prefetch` and a full batch came back, start receiving the next one.
+/// The batch becomes the current one: [`delete_after_commit`] deletes it, [`batch_abandoned`]
+/// gives it back; until then the heartbeat keeps it invisible.
 pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Result<Vec<Message>> {
+    // A batch neither deleted nor given back (its transaction ended some other way) is no
+    // longer kept invisible: its messages come back after their visibility timeout.
+    forget_current();
     let pending = PREFETCH.with(|p| {
         p.borrow_mut()
             .take_if(|p| p.queue_url == queue_url && p.args == args)
     });
-    let msgs = match pending {
-        Some(p) => backend::wait(&p.rx)??,
+    let client = match &pending {
+        Some(p) => p.client.clone(),
         None => {
             release_prefetched()?;
-            pull(queue_url, args)?
+            sqs_client::for_queue(queue_url)?
         }
     };
+    let rx = match pending {
+        Some(p) => p.rx,
+        None => receive_in_background(&client, queue_url, args)?,
+    };
+    // A worker asked to stop gives up a long poll: nothing received, the run ends.
+    let Some(received) = backend::wait_unless_stopping(&rx)? else {
+        return Ok(vec![]);
+    };
+    let (msgs, group) = received?;
+    if !msgs.is_empty() {
+        CURRENT.with(|c| {
+            *c.borrow_mut() = Some(Current {
+                queue_url: queue_url.to_string(),
+                client: client.clone(),
+                handles: msgs.iter().map(|m| m.receipt_handle.clone()).collect(),
+                group,
+            })
+        });
+        // If the whole transaction aborts, the batch is not kept invisible any longer.
+        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, forget_current);
+    }
     if prefetch && args.n > 0 && msgs.len() == args.n {
-        let client = sqs_client::for_queue(queue_url)?;
-        let (tx, rx) = mpsc::channel();
-        let (c, url) = (client.clone(), queue_url.to_string());
-        backend::spawn(move || {
-            let _ = tx.send(c.receive(&url, args));
-        })?;
+        let rx = receive_in_background(&client, queue_url, args)?;
         PREFETCH.with(|p| {
             *p.borrow_mut() = Some(Prefetch {
                 queue_url: queue_url.to_string(),
@@ -135,6 +229,22 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
         });
     }
     Ok(msgs)
+}
+
+fn forget_current() {
+    let current = CURRENT.with(|c| c.borrow_mut().take());
+    if let (Some(cur), Some(hb)) = (current, HEARTBEAT.with(|h| h.borrow().clone())) {
+        if let Some(g) = cur.group {
+            hb.forget(g);
+        }
+    }
+}
+
+/// The current batch failed (nothing of it committed): give its messages back at once.
+pub fn batch_abandoned() {
+    if let Some(cur) = CURRENT.with(|c| c.borrow_mut().take()) {
+        give_back(cur.client, cur.queue_url, cur.handles, cur.group);
+    }
 }
 
 /// Take in finished background deletes; while more than `limit` are in flight, wait for them.
@@ -152,7 +262,8 @@ fn absorb(limit: usize) -> Result<()> {
 }
 
 /// Delete `handles` in the background once the current transaction commits; nothing happens if
-/// it aborts. Waits first if too many deletes are already in flight.
+/// it aborts. Waits first if too many deletes are already in flight. The heartbeat keeps the
+/// messages invisible until the delete is done.
 pub fn delete_after_commit(queue_url: &str, handles: Vec<String>) -> Result<()> {
     // A subtransaction that rolls back would leave the callback armed for rows that are gone.
     // SAFETY: a plain read of the transaction nesting level.
@@ -162,11 +273,20 @@ pub fn delete_after_commit(queue_url: &str, handles: Vec<String>) -> Result<()> 
         ));
     }
     let client = sqs_client::for_queue(queue_url)?;
+    let group = CURRENT
+        .with(|c| c.borrow_mut().take())
+        .and_then(|cur| cur.group);
     if handles.is_empty() {
         return Ok(());
     }
     absorb(MAX_PENDING_DELETES - 1)?;
     let url = queue_url.to_string();
+    let hb = HEARTBEAT.with(|h| h.borrow().clone());
+    // If the transaction aborts instead, nothing is deleted and the messages are no longer kept
+    // invisible: they come back after their visibility timeout.
+    if let (Some(hb), Some(g)) = (hb.clone(), group) {
+        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, move || hb.forget(g));
+    }
     pgrx::register_xact_callback(PgXactCallbackEvent::Commit, move || {
         // Post-commit: no Postgres calls, no errors. A thread that cannot start leaves the
         // messages in the queue (they come back and are skipped); the next collect reports it.
@@ -175,7 +295,11 @@ pub fn delete_after_commit(queue_url: &str, handles: Vec<String>) -> Result<()> 
             d.tx.clone()
         });
         let started = backend::spawn(move || {
-            let _ = tx.send(client.delete(&url, &handles));
+            let r = client.delete(&url, &handles);
+            if let (Some(hb), Some(g)) = (hb, group) {
+                hb.forget(g);
+            }
+            let _ = tx.send(r);
         });
         if let Err(e) = started {
             with_deletes(|d| {

@@ -9,3 +9,4 @@ pub mod loader_state;
 pub mod log_guard;
 pub mod sqs_client;
 pub mod vault;
+pub mod worker;

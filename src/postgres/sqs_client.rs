@@ -2,16 +2,45 @@
 //! against the host allow-list. Runs on the backend's thread (it reads GUCs); the client it
 //! returns is plain Rust and goes to the I/O threads.
 
+use super::error::Error;
 use super::guc;
 use crate::sqs::credentials::Env;
 use crate::sqs::endpoint::{self, Endpoint};
 use crate::sqs::executor::Client;
 use crate::sqs::SqsError;
+use pgrx::Spi;
 
-fn client(endpoint: Endpoint) -> Result<Client, SqsError> {
-    if !endpoint::host_allowed(&endpoint.host, &guc::allowed_hosts()) {
-        return Err(SqsError::HostNotAllowed(endpoint.host.clone()));
+/// Where AWS credentials were stored with `ALTER ROLE/DATABASE … SET` (in the world-readable
+/// pg_db_role_setting): "role r", "database d", "role r in database d". The check hook refuses
+/// that only in sessions where the library is loaded; this finds what got through elsewhere.
+fn secrets_in_catalog() -> Vec<String> {
+    // Schema-qualified and operator-free: it runs with the caller's search_path.
+    Spi::connect(|c| {
+        c.select(
+            "SELECT pg_catalog.concat_ws(' in ', 'role ' || r.rolname, 'database ' || d.datname)
+               FROM pg_catalog.pg_db_role_setting s
+               LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+               LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+              WHERE EXISTS (SELECT 1 FROM pg_catalog.unnest(s.setconfig) AS c(setting)
+                             WHERE pg_catalog.starts_with(c.setting, 'sqs_loader.aws_'))",
+            None,
+            &[],
+        )
+        .map(|rows| {
+            rows.filter_map(|r| r.get::<String>(1).ok().flatten())
+                .collect()
+        })
+        .unwrap_or_default()
+    })
+}
+
+fn client(mut endpoint: Endpoint) -> Result<Client, Error> {
+    let exposed = secrets_in_catalog();
+    if !exposed.is_empty() {
+        return Err(Error::SecretInCatalog(exposed.join(", ")));
     }
+    endpoint.addresses = endpoint::host_allowed(&endpoint.host, &guc::allowed_hosts())
+        .ok_or_else(|| SqsError::HostNotAllowed(endpoint.host.clone()))?;
     Ok(Client {
         endpoint,
         configured: guc::configured_credentials(),
@@ -22,7 +51,7 @@ fn client(endpoint: Endpoint) -> Result<Client, SqsError> {
 }
 
 /// The client for calls on a queue: its URL's host, or `sqs_loader.endpoint`.
-pub fn for_queue(queue_url: &str) -> Result<Client, SqsError> {
+pub fn for_queue(queue_url: &str) -> Result<Client, Error> {
     client(endpoint::for_queue_url(
         queue_url,
         guc::endpoint_override().as_deref(),
@@ -32,7 +61,7 @@ pub fn for_queue(queue_url: &str) -> Result<Client, SqsError> {
 
 /// The client for calls without a queue (CreateQueue): `sqs_loader.endpoint`, else the host of
 /// `sqs_loader.queue_url`, else AWS in `sqs_loader.region`.
-pub fn for_service() -> Result<Client, SqsError> {
+pub fn for_service() -> Result<Client, Error> {
     client(endpoint::for_service(
         guc::endpoint_override().as_deref(),
         guc::queue_url().as_deref(),

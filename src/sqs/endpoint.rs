@@ -2,6 +2,17 @@
 
 use super::SqsError;
 
+/// Which addresses a request may connect to, once its host name is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPolicy {
+    /// Public addresses only: not loopback, private, link-local, unique-local, shared (CGNAT),
+    /// unspecified or multicast. What a wildcard entry of the allow-list gives.
+    PublicOnly,
+    /// Any address: a host a superuser listed exactly (an emulator on localhost, a VPC
+    /// endpoint's private address).
+    Any,
+}
+
 /// The endpoint a request is sent to and the region it is signed for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -11,6 +22,8 @@ pub struct Endpoint {
     pub host: String,
     pub region: String,
     pub https: bool,
+    /// Where the host may resolve to ([`host_allowed`] decides; public only until it did).
+    pub addresses: AddressPolicy,
 }
 
 /// The pieces of an `http(s)://host[:port]/path` URL we care about.
@@ -132,29 +145,66 @@ fn from_parts(p: UrlParts, default_region: &str) -> Endpoint {
         host: p.host,
         region,
         https: p.https,
+        addresses: AddressPolicy::PublicOnly,
     }
 }
 
-/// Check `host` against a comma-separated allow-list (the `sqs_loader.allowed_hosts` setting).
-/// Entries are exact host names or addresses, or `*.suffix` for any subdomain of suffix; `*` alone
-/// allows every host.
-pub fn host_allowed(host: &str, allow_list: &str) -> bool {
+/// Check `host` against a comma-separated allow-list (the `sqs_loader.allowed_hosts` setting):
+/// None when no entry allows it; else where it may resolve to. Entries are exact host names or
+/// addresses (any address: a superuser named this host), or `*.suffix` for any subdomain of
+/// suffix, or `*` for every host (public addresses only).
+pub fn host_allowed(host: &str, allow_list: &str) -> Option<AddressPolicy> {
     let host = host.to_ascii_lowercase();
-    allow_list
+    let mut allowed = None;
+    for entry in allow_list
         .split(',')
         .map(|e| e.trim().to_ascii_lowercase())
         .filter(|e| !e.is_empty())
-        .any(|entry| {
-            if entry == "*" {
-                true
-            } else if let Some(suffix) = entry.strip_prefix("*.") {
-                host.len() > suffix.len() + 1
-                    && host.ends_with(suffix)
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-            } else {
-                host == entry.trim_start_matches('[').trim_end_matches(']')
+    {
+        if entry == "*" {
+            allowed.get_or_insert(AddressPolicy::PublicOnly);
+        } else if let Some(suffix) = entry.strip_prefix("*.") {
+            if host.len() > suffix.len() + 1
+                && host.ends_with(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            {
+                allowed.get_or_insert(AddressPolicy::PublicOnly);
             }
-        })
+        } else if host == entry.trim_start_matches('[').trim_end_matches(']') {
+            return Some(AddressPolicy::Any);
+        }
+    }
+    allowed
+}
+
+/// Whether an address is on the public internet: what a host allowed by a wildcard entry may
+/// resolve to. (IPv4-mapped IPv6 addresses are judged as the IPv4 address they are.)
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -252,24 +302,80 @@ mod tests {
         let e = for_queue_url("http://[::1]:4566/000000000000/q", None, "us-east-1").unwrap();
         assert_eq!(e.host, "::1");
         assert_eq!(e.base, "http://[::1]:4566");
-        assert!(host_allowed(&e.host, "localhost,::1"));
+        assert_eq!(
+            host_allowed(&e.host, "localhost,::1"),
+            Some(AddressPolicy::Any)
+        );
     }
 
     #[test]
     fn allow_list() {
+        use AddressPolicy::*;
         let list = "*.amazonaws.com, localhost,127.0.0.1";
-        assert!(host_allowed("sqs.us-east-1.amazonaws.com", list));
-        assert!(host_allowed("LOCALHOST", list));
-        assert!(host_allowed("127.0.0.1", list));
-        assert!(!host_allowed("amazonaws.com", list));
-        assert!(!host_allowed("evilamazonaws.com", list));
-        assert!(!host_allowed("169.254.169.254", list));
-        assert!(!host_allowed(
-            "sqs.us-east-1.amazonaws.com.evil.example",
-            list
-        ));
-        assert!(host_allowed("anything", "*"));
-        assert!(!host_allowed("anything", ""));
+        assert_eq!(
+            host_allowed("sqs.us-east-1.amazonaws.com", list),
+            Some(PublicOnly)
+        );
+        assert_eq!(
+            host_allowed("LOCALHOST", list),
+            Some(Any),
+            "exact: any address"
+        );
+        assert_eq!(host_allowed("127.0.0.1", list), Some(Any));
+        assert_eq!(host_allowed("amazonaws.com", list), None);
+        assert_eq!(host_allowed("evilamazonaws.com", list), None);
+        assert_eq!(host_allowed("169.254.169.254", list), None);
+        assert_eq!(
+            host_allowed("sqs.us-east-1.amazonaws.com.evil.example", list),
+            None
+        );
+        assert_eq!(host_allowed("anything", "*"), Some(PublicOnly));
+        assert_eq!(
+            host_allowed("127.0.0.1", "*"),
+            Some(PublicOnly),
+            "a wildcard never allows loopback"
+        );
+        assert_eq!(
+            host_allowed(
+                "sqs.us-east-1.amazonaws.com",
+                "*,sqs.us-east-1.amazonaws.com"
+            ),
+            Some(Any)
+        );
+        assert_eq!(host_allowed("anything", ""), None);
+    }
+
+    #[test]
+    fn public_addresses() {
+        for a in [
+            "52.94.0.1",
+            "2600:1f18::1",
+            "::ffff:52.94.0.1",
+            "100.128.0.1",
+        ] {
+            assert!(is_public(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00:ec2::23",
+            "fc00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(a.parse().unwrap()), "{a}");
+        }
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Client {
     pub fn credentials(&self) -> Result<Credentials, SqsError> {
-        credentials::resolve(&self.configured, &self.env, &http::agent())
+        credentials::resolve(&self.configured, &self.env, &http::credentials_agent())
     }
 
     /// One request with retries; `extra_wait` is added to the timeout (long polls).
@@ -110,7 +110,13 @@ impl Client {
     ) -> Result<Response, SqsError> {
         let mut opts = self.opts;
         opts.timeout += extra_wait;
-        http::call(&http::agent(), &self.endpoint, creds, req, &opts)
+        http::call(
+            &http::agent(&self.endpoint),
+            &self.endpoint,
+            creds,
+            req,
+            &opts,
+        )
     }
 
     /// Run requests, at most `max_parallel` in flight; results in request order.
@@ -142,13 +148,51 @@ impl Client {
             .collect())
     }
 
-    /// Receive up to `args.n` messages keeping `max_parallel` ReceiveMessage calls (≤ 10 each)
-    /// in flight; stop starting new ones once a call returns nothing (the queue is drained).
+    /// Receive up to `args.n` messages. With a long-poll wait, one ReceiveMessage call waits
+    /// first (an idle queue costs one request per wait, and a message that arrives is returned
+    /// at once); once it brings messages, the rest of the batch is taken with short polls.
+    /// Those keep `max_parallel` calls (≤ 10 messages each) in flight and stop starting new ones
+    /// once a call returns nothing (the queue is drained).
     pub fn receive(&self, queue_url: &str, args: ReceiveArgs) -> Result<Vec<Message>, SqsError> {
         if args.n == 0 {
             return Ok(vec![]);
         }
         let creds = self.credentials()?;
+        let mut first = vec![];
+        let mut args = args;
+        if args.wait_seconds > 0 {
+            let req = Request::Receive {
+                queue_url: queue_url.to_string(),
+                max_messages: args.n.min(BATCH_ENTRIES) as u32,
+                visibility_timeout: args.visibility_timeout,
+                wait_seconds: args.wait_seconds,
+            };
+            let wait = Duration::from_secs(args.wait_seconds as u64);
+            first = match self.call(&creds, &req, wait)? {
+                Response::Received(msgs) => msgs,
+                _ => return Err(unexpected("ReceiveMessage", &self.endpoint)),
+            };
+            if first.is_empty() || first.len() >= args.n {
+                return Ok(first);
+            }
+            args = ReceiveArgs {
+                n: args.n - first.len(),
+                wait_seconds: 0,
+                ..args
+            };
+        }
+        let mut rest = self.receive_short(queue_url, args, &creds)?;
+        first.append(&mut rest);
+        Ok(first)
+    }
+
+    /// The parallel part of [`Client::receive`].
+    fn receive_short(
+        &self,
+        queue_url: &str,
+        args: ReceiveArgs,
+        creds: &Credentials,
+    ) -> Result<Vec<Message>, SqsError> {
         let unclaimed = AtomicUsize::new(args.n);
         let drained = AtomicBool::new(false);
         let out: Mutex<Vec<Message>> = Mutex::new(Vec::with_capacity(args.n));
@@ -175,7 +219,7 @@ impl Client {
                         visibility_timeout: args.visibility_timeout,
                         wait_seconds: args.wait_seconds,
                     };
-                    let failure = match self.call(&creds, &req, wait) {
+                    let failure = match self.call(creds, &req, wait) {
                         Ok(Response::Received(msgs)) => {
                             if msgs.is_empty() {
                                 drained.store(true, Ordering::SeqCst);

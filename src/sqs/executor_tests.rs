@@ -2,164 +2,7 @@
 //! 127.0.0.1): windowing, draining, ordering and error aggregation, without Postgres.
 
 use super::*;
-use crate::sqs::endpoint;
-use crate::sqs::Protocol;
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
-
-#[derive(Default)]
-struct Fake {
-    queue: Mutex<Vec<String>>,
-    requests: AtomicUsize,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    /// Every request of this action fails with HTTP 400 and this code.
-    fail_action: Mutex<Option<(String, String)>>,
-}
-
-/// Serve the fake on an ephemeral port; every connection is handled on its own thread.
-fn serve(fake: Arc<Fake>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let fake = fake.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let (mut target, mut len) = (String::new(), 0usize);
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if let Some(v) = line.strip_prefix("x-amz-target:") {
-                            target = v.trim().to_string();
-                        } else if let Some(v) = line.strip_prefix("X-Amz-Target:") {
-                            target = v.trim().to_string();
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    let req: Value = serde_json::from_slice(&body).unwrap();
-                    let (status, reply) = fake.handle(&target, &req);
-                    let text = reply.to_string();
-                    write!(
-                        conn,
-                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{text}",
-                        text.len()
-                    )
-                    .unwrap();
-                }
-            });
-        }
-    });
-    url
-}
-
-impl Fake {
-    fn handle(&self, target: &str, req: &Value) -> (&'static str, Value) {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        // Hold every request a little so that parallel ones overlap.
-        std::thread::sleep(Duration::from_millis(5));
-        let action = target.trim_start_matches("AmazonSQS.");
-        let reply =
-            if let Some((a, code)) = lock(&self.fail_action).clone().filter(|(a, _)| a == action) {
-                let _ = a;
-                (
-                    "400 Bad Request",
-                    json!({"__type": code, "message": "injected"}),
-                )
-            } else {
-                ("200 OK", self.ok(action, req))
-            };
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        reply
-    }
-
-    fn ok(&self, action: &str, req: &Value) -> Value {
-        match action {
-            "ReceiveMessage" => {
-                let n = req["MaxNumberOfMessages"].as_u64().unwrap() as usize;
-                let mut q = lock(&self.queue);
-                let k = n.min(q.len());
-                let take: Vec<String> = q.drain(..k).collect();
-                json!({"Messages": take.iter().map(|b| json!({
-                    "MessageId": format!("id-{b}"),
-                    "ReceiptHandle": format!("rh-{b}"),
-                    "Body": b,
-                    "Attributes": {"SentTimestamp": "1700000000000", "ApproximateReceiveCount": "1"}
-                })).collect::<Vec<_>>()})
-            }
-            "SendMessageBatch" => {
-                let entries = req["Entries"].as_array().unwrap();
-                let mut q = lock(&self.queue);
-                for e in entries {
-                    q.push(e["MessageBody"].as_str().unwrap().to_string());
-                }
-                json!({"Successful": entries.iter().map(|e| json!({"Id": e["Id"], "MessageId": "m"})).collect::<Vec<_>>()})
-            }
-            "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
-                let (ok, bad): (Vec<&Value>, Vec<&Value>) = req["Entries"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .partition(|e| !e["ReceiptHandle"].as_str().unwrap().contains("bad"));
-                json!({
-                    "Successful": ok.iter().map(|e| json!({"Id": e["Id"]})).collect::<Vec<_>>(),
-                    "Failed": bad.iter().map(|e| json!({"Id": e["Id"], "Code": "ReceiptHandleIsInvalid",
-                        "Message": "bad handle", "SenderFault": true})).collect::<Vec<_>>(),
-                })
-            }
-            "GetQueueAttributes" => {
-                json!({"Attributes": {"ApproximateNumberOfMessages": lock(&self.queue).len().to_string()}})
-            }
-            "CreateQueue" => {
-                json!({"QueueUrl": format!("http://127.0.0.1/000000000000/{}", req["QueueName"].as_str().unwrap())})
-            }
-            other => panic!("unexpected action {other}"),
-        }
-    }
-}
-
-fn client(url: &str, max_parallel: usize) -> Client {
-    Client {
-        endpoint: endpoint::for_queue_url(&format!("{url}/000000000000/q"), None, "us-east-1")
-            .unwrap(),
-        configured: Configured {
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            session_token: None,
-        },
-        env: Env::default(),
-        opts: CallOptions {
-            protocol: Protocol::Json,
-            timeout: Duration::from_secs(5),
-            max_retries: 0,
-        },
-        max_parallel,
-    }
-}
-
-fn fake_with(n: usize) -> (Arc<Fake>, Client) {
-    let fake = Arc::new(Fake::default());
-    lock(&fake.queue).extend((0..n).map(|i| i.to_string()));
-    let url = serve(fake.clone());
-    (fake, client(&url, 4))
-}
+use crate::sqs::fake::{fake_with, lock};
 
 const Q: &str = "http://127.0.0.1/000000000000/q";
 
@@ -201,6 +44,33 @@ fn receive_stops_when_the_queue_is_drained() {
         .receive(Q, ReceiveArgs::new(0, None, 0).unwrap())
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn a_long_poll_waits_alone_then_short_polls_fill_the_batch() {
+    // An idle queue: one long poll, nothing else.
+    let (fake, c) = fake_with(0);
+    let got = c
+        .receive(Q, ReceiveArgs::new(500, None, 5).unwrap())
+        .unwrap();
+    assert!(got.is_empty());
+    assert_eq!(*lock(&fake.receive_waits), vec![5]);
+    // Messages waiting: the long poll brings the first ones, short polls the rest at once.
+    let (fake, c) = fake_with(25);
+    let got = c
+        .receive(Q, ReceiveArgs::new(500, None, 5).unwrap())
+        .unwrap();
+    assert_eq!(got.len(), 25);
+    let waits = lock(&fake.receive_waits).clone();
+    assert_eq!(waits[0], 5, "{waits:?}");
+    assert!(waits[1..].iter().all(|w| *w == 0), "{waits:?}");
+    // A batch the long poll fills alone takes one request.
+    let (fake, c) = fake_with(25);
+    let got = c
+        .receive(Q, ReceiveArgs::new(10, None, 5).unwrap())
+        .unwrap();
+    assert_eq!(got.len(), 10);
+    assert_eq!(*lock(&fake.receive_waits), vec![5]);
 }
 
 #[test]

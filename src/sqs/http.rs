@@ -2,32 +2,93 @@
 //! Runs on a worker thread (blocking I/O); never touches Postgres.
 
 use super::credentials::Credentials;
-use super::endpoint::Endpoint;
+use super::endpoint::{self, AddressPolicy, Endpoint};
 use super::{sign, wire, Protocol, Request, Response, SqsError, TransportKind};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
 
 /// Largest response body accepted (ten 1 MiB messages, escaped, with room to spare).
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-/// One agent (connection pool) per backend process. Parallel receives need more idle
-/// connections per host than ureq's default of 3.
-pub fn agent() -> ureq::Agent {
+/// The start of the message of the I/O error [`PublicOnly`] fails with, to recognise it.
+const REFUSED: &str = "sqs_loader refused the address";
+
+/// A resolver that keeps only public addresses, and fails (not retryably) when none is left:
+/// the check is on the address actually connected to, so a name that resolves (or rebinds) to
+/// loopback or a private network is refused.
+#[derive(Debug, Default)]
+struct PublicOnly(DefaultResolver);
+
+impl Resolver for PublicOnly {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let all = self.0.resolve(uri, config, timeout)?;
+        let mut public = self.empty();
+        let mut refused = None;
+        for a in all.iter() {
+            if endpoint::is_public(a.ip()) {
+                public.push(*a);
+            } else {
+                refused.get_or_insert(a.ip());
+            }
+        }
+        if public.is_empty() {
+            return Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{REFUSED}: {} resolves to {}, not a public address",
+                    uri.host().unwrap_or_default(),
+                    refused.map(|a| a.to_string()).unwrap_or_default()
+                ),
+            )));
+        }
+        Ok(public)
+    }
+}
+
+fn build(policy: AddressPolicy) -> ureq::Agent {
+    // Parallel receives need more idle connections per host than ureq's default of 3.
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(256)
+        .max_idle_connections_per_host(64)
+        .max_redirects(0)
+        .user_agent(concat!("sqs_loader/", env!("CARGO_PKG_VERSION")))
+        .build();
+    match policy {
+        AddressPolicy::Any => config.new_agent(),
+        AddressPolicy::PublicOnly => ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            PublicOnly::default(),
+        ),
+    }
+}
+
+/// The agent (connection pool, one per policy and process) for requests to `endpoint`.
+pub fn agent(endpoint: &Endpoint) -> ureq::Agent {
+    static PUBLIC: OnceLock<ureq::Agent> = OnceLock::new();
+    static ANY: OnceLock<ureq::Agent> = OnceLock::new();
+    match endpoint.addresses {
+        AddressPolicy::PublicOnly => PUBLIC.get_or_init(|| build(AddressPolicy::PublicOnly)),
+        AddressPolicy::Any => ANY.get_or_init(|| build(AddressPolicy::Any)),
+    }
+    .clone()
+}
+
+/// The agent for credential endpoints (instance metadata, container credentials): their
+/// addresses come from the server's environment, not from SQL, and are link-local by design.
+pub fn credentials_agent() -> ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_idle_connections(256)
-                .max_idle_connections_per_host(64)
-                .max_redirects(0)
-                .user_agent(concat!("sqs_loader/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .new_agent()
-        })
-        .clone()
+    AGENT.get_or_init(|| build(AddressPolicy::Any)).clone()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +98,10 @@ pub struct CallOptions {
     pub timeout: Duration,
     /// Retries after the first attempt for retryable failures.
     pub max_retries: u32,
+    /// Whether an error may quote the body of a reply that is not an SQS error document (for
+    /// superusers: it helps to debug an endpoint; for others it would be a window on whatever
+    /// answered).
+    pub reveal_foreign_bodies: bool,
 }
 
 /// Delay before retry number `attempt` (0-based): "equal jitter" over a capped exponential.
@@ -64,6 +129,14 @@ pub fn redact(message: &str, secrets: &[&str]) -> String {
         out = out.replace(s, "[redacted]");
     }
     out
+}
+
+/// Refused by [`PublicOnly`]: the message, if this is that error.
+fn address_refusal(e: &ureq::Error) -> Option<String> {
+    match e {
+        ureq::Error::Io(io) if io.to_string().starts_with(REFUSED) => Some(io.to_string()),
+        _ => None,
+    }
 }
 
 fn transport_error(e: &ureq::Error) -> (TransportKind, String) {
@@ -150,6 +223,9 @@ fn call_once(
         builder = builder.header(k.as_str(), v.as_str());
     }
     let transport = |e: ureq::Error| {
+        if let Some(message) = address_refusal(&e) {
+            return SqsError::AddressNotAllowed(message);
+        }
         let (kind, message) = transport_error(&e);
         SqsError::Transport {
             action,
@@ -174,7 +250,15 @@ fn call_once(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    wire::decode(opts.protocol, req, status, &header, &body, &endpoint.base)
+    wire::decode(
+        opts.protocol,
+        req,
+        status,
+        &header,
+        &body,
+        &endpoint.base,
+        opts.reveal_foreign_bodies,
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@
 pub mod credentials;
 pub mod endpoint;
 pub mod executor;
+#[cfg(test)]
+mod fake;
+pub mod heartbeat;
 pub mod http;
 pub mod sign;
 pub mod wire;
@@ -143,6 +146,9 @@ pub enum SqsError {
     InvalidArgument(String),
     #[error("host \"{0}\" is not allowed by sqs_loader.allowed_hosts")]
     HostNotAllowed(String),
+    /// The host is allowed by a wildcard entry but resolved to a non-public address.
+    #[error("{0}")]
+    AddressNotAllowed(String),
     #[error("no AWS credentials found (tried: {0})")]
     NoCredentials(String),
     #[error("could not get AWS credentials from {provider}: {message}")]

@@ -186,7 +186,9 @@ pub fn md5_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Decode an HTTP response. `header` looks up a response header by lower-case name.
+/// Decode an HTTP response. `header` looks up a response header by lower-case name. A non-2xx
+/// reply that is not an SQS error document is quoted in the error only with
+/// `reveal_foreign_bodies`.
 pub fn decode(
     protocol: Protocol,
     req: &Request,
@@ -194,6 +196,7 @@ pub fn decode(
     header: &dyn Fn(&str) -> Option<String>,
     body: &[u8],
     endpoint: &str,
+    reveal_foreign_bodies: bool,
 ) -> Result<Response, SqsError> {
     let action = req.action();
     let proto_err = |message: String| SqsError::Protocol {
@@ -201,10 +204,17 @@ pub fn decode(
         endpoint: endpoint.to_string(),
         message,
     };
-    let text = std::str::from_utf8(body).map_err(|_| proto_err("response is not UTF-8".into()))?;
     if !(200..300).contains(&status) {
-        return Err(decode_error(protocol, action, status, header, text));
+        let text = String::from_utf8_lossy(body);
+        return Err(decode_error(
+            action,
+            status,
+            header,
+            &text,
+            reveal_foreign_bodies,
+        ));
     }
+    let text = std::str::from_utf8(body).map_err(|_| proto_err("response is not UTF-8".into()))?;
     let resp = match protocol {
         Protocol::Json => decode_json(action, text).map_err(proto_err)?,
         Protocol::Query => decode_xml(action, text).map_err(proto_err)?,
@@ -246,11 +256,11 @@ fn shorten(s: &str, max: usize) -> String {
 }
 
 fn decode_error(
-    protocol: Protocol,
     action: Action,
     status: u16,
     header: &dyn Fn(&str) -> Option<String>,
     text: &str,
+    reveal_foreign_bodies: bool,
 ) -> SqsError {
     let mut code = None;
     let mut message = None;
@@ -285,12 +295,14 @@ fn decode_error(
             message = err.child_text("Message").map(str::to_string);
         }
     }
-    let _ = protocol;
     let code = normalize_code(&code.unwrap_or_else(|| format!("HTTP{status}")));
     let message = match message {
         Some(m) => shorten(&m, 300),
         None if text.trim().is_empty() => format!("HTTP status {status} with an empty body"),
-        None => format!("HTTP status {status}: {}", shorten(text, 200)),
+        None if reveal_foreign_bodies => format!("HTTP status {status}: {}", shorten(text, 200)),
+        None => format!(
+            "HTTP status {status}, and the reply is not an SQS error document (its body is shown to superusers only)"
+        ),
     };
     SqsError::Aws {
         action: action.name(),

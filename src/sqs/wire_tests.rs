@@ -1,5 +1,62 @@
 use super::*;
 
+/// Most tests decode as a superuser would: foreign bodies may be quoted.
+fn decode(
+    protocol: Protocol,
+    req: &Request,
+    status: u16,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    endpoint: &str,
+) -> Result<Response, SqsError> {
+    super::decode(protocol, req, status, header, body, endpoint, true)
+}
+
+#[test]
+fn a_foreign_reply_is_quoted_only_for_superusers() {
+    let page = b"<html><h1>Internal admin</h1><p>token=hunter2</p></html>";
+    let hidden = super::decode(
+        Protocol::Json,
+        &receive(),
+        500,
+        &no_headers,
+        page,
+        "e",
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !hidden.contains("admin") && !hidden.contains("hunter2"),
+        "{hidden}"
+    );
+    assert!(
+        hidden.contains("HTTP status 500") && hidden.contains("superusers"),
+        "{hidden}"
+    );
+    let shown = decode(Protocol::Json, &receive(), 500, &no_headers, page, "e")
+        .unwrap_err()
+        .to_string();
+    assert!(shown.contains("Internal admin"), "{shown}");
+    // A real SQS error document is quoted for everyone: its code and message.
+    let doc = br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."}"#;
+    let e = super::decode(
+        Protocol::Json,
+        &receive(),
+        400,
+        &no_headers,
+        doc,
+        "e",
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("QueueDoesNotExist: The specified queue does not exist."),
+        "{e}"
+    );
+}
+
 fn no_headers(_: &str) -> Option<String> {
     None
 }

@@ -138,6 +138,35 @@ pub fn server_log() -> String {
     std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log}: {e}"))
 }
 
+/// What the server logs each time it is ready, after a start or a crash recovery.
+pub const READY: &str = "database system is ready to accept connections";
+
+/// SIGKILL a server process and, if that made the postmaster restart every process (it logs
+/// that the pid "was terminated by signal 9"), wait until its crash recovery is over (the log
+/// says "ready" once more): a connection made before the postmaster noticed the kill would be
+/// cut by the restart. A process that had already exited causes no restart. True when it did.
+pub fn sigkill_and_wait_for_recovery(pid: i32) -> bool {
+    let ready = server_log().matches(READY).count();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    let crash_line = format!("(PID {pid}) was terminated by signal 9");
+    let start = Instant::now();
+    let mut crashed = false;
+    wait_until(Duration::from_secs(60), "crash recovery", || {
+        let log = server_log();
+        crashed = log.contains(&crash_line);
+        if crashed {
+            log.matches(READY).count() > ready
+        } else {
+            // The postmaster reaps a killed child at once; none of its lines after 2 s means
+            // the process was gone already.
+            start.elapsed() > Duration::from_secs(2)
+        }
+    });
+    crashed
+}
+
 pub fn random_suffix() -> String {
     format!("{:08x}", getrandom::u32().unwrap())
 }
@@ -187,7 +216,23 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("keeping database {} for inspection", self.name);
+            // Kept as it is, but its background workers (if any) stop.
+            if let Ok(mut c) = Client::connect(
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname={}",
+                    env().pgport,
+                    self.name
+                ),
+                NoTls,
+            ) {
+                let _ = c.batch_execute(
+                    "DO $$ BEGIN IF to_regclass('sqs_loader.workers') IS NOT NULL THEN DELETE FROM sqs_loader.workers; END IF; END $$",
+                );
+            }
+            eprintln!(
+                "keeping database {} for inspection (its workers stopped)",
+                self.name
+            );
             return;
         }
         if let Ok(mut admin) = Client::connect(
@@ -402,6 +447,11 @@ pub struct FaultProxy {
     pub url: String,
     pub stats: std::sync::Arc<FaultStats>,
     pub fault_percent: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Every request of this SQS action (e.g. "DeleteMessageBatch") is refused with HTTP 400
+    /// AccessDenied, whatever the schedule says.
+    pub refuse_action: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Every request stalls (an endpoint that hangs), whatever the schedule says.
+    pub stall_all: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> FaultProxy {
@@ -417,12 +467,18 @@ pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> Fault
     let stats = Arc::new(FaultStats::default());
     let percent = Arc::new(AtomicU32::new(fault_percent));
     let (st, pc) = (stats.clone(), percent.clone());
+    let refuse = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let refuse_in = refuse.clone();
+    let stall_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stall_all_in = stall_all.clone();
     let sequence = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let fault_turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let (st, pc, upstream) = (st.clone(), pc.clone(), upstream.clone());
+            let refuse = refuse_in.clone();
+            let stall_all = stall_all_in.clone();
             let (seq, faults) = (sequence.clone(), fault_turn.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -448,6 +504,25 @@ pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> Fault
                 }
                 let mut body = vec![0; len];
                 if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let refused = refuse.lock().unwrap().clone().is_some_and(|a| {
+                    String::from_utf8_lossy(&head)
+                        .to_ascii_lowercase()
+                        .contains(&format!("amazonsqs.{}", a.to_ascii_lowercase()))
+                });
+                if refused {
+                    let body = r#"{"__type":"AccessDenied","message":"Access to the resource is denied (injected)"}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                if stall_all.load(Ordering::SeqCst) {
+                    st.stalled.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(stall);
                     return;
                 }
                 let n = seq.fetch_add(1, Ordering::SeqCst);
@@ -516,5 +591,7 @@ pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> Fault
         url,
         stats,
         fault_percent: percent,
+        refuse_action: refuse,
+        stall_all,
     }
 }

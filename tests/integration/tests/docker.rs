@@ -86,9 +86,15 @@ fn dockerfile_builds_with_the_ci_make_target_and_installs_the_init_sql() {
         "the same Makefile target CI runs"
     );
     assert!(read("Makefile").contains("\ninstall: deps"));
-    assert!(d.contains("FROM postgres:15-bookworm") && d.contains("postgresql-15-cron"));
+    // The major is a build argument, 15 by default, used for the image, pg_cron and pg_config.
+    assert!(d.contains("ARG PG_MAJOR=15"));
+    assert!(
+        d.contains("FROM postgres:${PG_MAJOR}-bookworm")
+            && d.contains("postgresql-${PG_MAJOR}-cron")
+    );
+    assert!(d.contains("make install PG_CONFIG=/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"));
     assert!(d.contains("COPY docker/initdb/ /docker-entrypoint-initdb.d/"));
-    assert!(d.contains("shared_preload_libraries=pg_cron"));
+    assert!(d.contains("shared_preload_libraries=pg_cron,sqs_loader"));
     let init = read("docker/initdb/10-sqs_loader.sql");
     for needle in [
         "CREATE EXTENSION sqs_loader",

@@ -54,14 +54,6 @@ fn drain_until_done(db: &str, url: &str, n: usize, timeout: Duration) {
     });
 }
 
-/// What the server logs each time it is ready, after a start or a crash recovery.
-const READY: &str = "database system is ready to accept connections";
-
-/// How many lines of the cluster's log contain `what`.
-fn server_log_count(what: &str) -> usize {
-    server_log().lines().filter(|l| l.contains(what)).count()
-}
-
 fn server_is_up(db: &str) -> bool {
     postgres::Client::connect(
         &format!(
@@ -126,14 +118,8 @@ fn fifty_kills_at_random_points_lose_and_duplicate_nothing() {
             // SIGKILL: the server goes through crash recovery. Wait for it to be over (its log
             // says "ready" once more) before connecting: a connection made before the postmaster
             // noticed the kill would be cut by the restart.
-            let ready = server_log_count(READY);
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
+            sigkill_and_wait_for_recovery(pid);
             sigkills += 1;
-            wait_until(Duration::from_secs(60), "crash recovery", || {
-                server_log_count(READY) > ready
-            });
         } else {
             admin
                 .execute("SELECT pg_terminate_backend($1)", &[&pid])
@@ -304,7 +290,7 @@ fn cancelling_a_run_stuck_on_a_stalled_endpoint_loses_nothing() {
         .query_one("CALL load_user_logins($1, max_messages => 50)", &[&url])
         .unwrap();
     assert_eq!(r.get::<_, i64>(0), 50);
-    proxy.fault_percent.store(100, Ordering::SeqCst);
+    proxy.stall_all.store(true, Ordering::SeqCst);
     for (how, sql) in [
         ("statement_timeout", "SET statement_timeout = '1s'"),
         ("pg_cancel_backend", "RESET statement_timeout"),

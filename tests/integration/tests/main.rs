@@ -5,6 +5,8 @@ mod docker;
 mod docs;
 mod etl;
 mod faults;
+mod hardening;
 mod privacy;
 mod sqs;
 mod upgrade;
+mod workers;
