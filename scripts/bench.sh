@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make bench: drain rates (fauxqs and LocalStack), masking cost, memory. Unattended; prints the
-# tables and writes them to bench/results/ (results.md, memory.csv, memory.png).
+# make bench: drain rates (fauxqs and LocalStack), masking cost, memory, end-to-end latency and
+# idle cost of background workers. Unattended; prints the tables and writes them to
+# bench/results/ (results.md, memory.csv, memory.png).
 #   BENCH_QUICK=1 make bench     a small smoke run
-#   make bench ARGS="mask"       only some sections (drain, mask, memory)
+#   make bench ARGS="mask"       only some sections (drain, mask, memory, latency)
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 bash scripts/deps.sh bench
@@ -30,6 +31,10 @@ fi
 
 step "benchmark cluster on 127.0.0.1:$BENCH_PGPORT"
 bash scripts/pg.sh destroy bench
+bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
+# Commit times of the loaded rows, for the latency benchmark (a server restart applies it).
+psql_on "$BENCH_PGPORT" postgres -q -c "ALTER SYSTEM SET track_commit_timestamp = on"
+bash scripts/pg.sh stop bench
 bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
 step "benchmarks"
 # shellcheck disable=SC2086

@@ -96,6 +96,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         NULL;
     END;
+    IF s.visibility_timeout = 1 THEN
+        RAISE WARNING 'sqs_loader.visibility_timeout = 1 s: too short for the visibility heartbeat'
+            USING DETAIL = 'Received messages are extended while their batch waits or loads only when the timeout is at least 2 s; with 1 s another consumer may receive them meanwhile (they are then skipped, not loaded twice).',
+                  HINT = 'SET sqs_loader.visibility_timeout to 2 or more (0 uses the queue''s own).';
+    END IF;
     INSERT INTO sqs_loader.load_runs (queue_url, mode, max_messages, deadline, batch_size,
                                       visibility_timeout, wait_seconds, exit_when_empty, progress_at)
     VALUES (q, p_mode, coalesce(p_max_messages, s.max_messages),

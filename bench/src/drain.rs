@@ -1,6 +1,6 @@
 //! 1. drain: messages/s draining a freshly filled queue — a bare receive+delete client (the
 //!    ceiling, no database) at 1/4/16 parallel requests, load_user_logins() (one run, two and four
-//!    concurrent runs) and a Python reference loader.
+//!    concurrent runs), a background worker, and a Python reference loader.
 
 use crate::common::{connect, count, env, median, messages, reset_tables, Table};
 use crate::sqs::{Depth, Sqs};
@@ -21,6 +21,10 @@ enum Drainer {
         parallel: usize,
     },
     Python,
+    /// One background worker (`sqs_loader.start_worker`) with `parallel` requests in flight.
+    Worker {
+        parallel: usize,
+    },
 }
 
 /// One measurement: fill a fresh queue with `n` messages, drain it, check the result is exact;
@@ -65,6 +69,20 @@ fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> f64 {
                 (m.valid, n - m.valid),
                 "the load is exact"
             );
+            took
+        }
+        Drainer::Worker { parallel } => {
+            crate::latency::worker_settings(&mut c, &sqs.base, parallel);
+            let start = Instant::now();
+            crate::latency::start_worker(&mut c, &url);
+            // From start_worker() (the process is started, connects, long-polls) to the last row.
+            while count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") < n as i64 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let took = start.elapsed();
+            crate::latency::stop_worker(&mut c, &url);
+            let rows = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
+            assert_eq!(rows, m.valid, "the worker's load is exact");
             took
         }
         Drainer::Python => {
@@ -164,6 +182,13 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     }
     measure(
         &mut t,
+        "background worker, 1 process, 4 parallel",
+        Drainer::Worker { parallel: 4 },
+        p.n,
+        "from start_worker() to the last row: includes starting the process".into(),
+    );
+    measure(
+        &mut t,
         "Python reference loader (boto3 + psycopg2)",
         Drainer::Python,
         p.n_python,
@@ -174,6 +199,8 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let l4 = t.median_of("load_user_logins(), 1 run, 4 parallel");
     let py = t.median_of("Python reference loader (boto3 + psycopg2)");
     let _ = writeln!(ratios, "\n{label}: load_user_logins() at 4 parallel = {:.0} % of the bare client at 4 (target ≥ 90 %)", 100.0 * l4 / b4);
+    let w4 = t.median_of("background worker, 1 process, 4 parallel");
+    let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
     if p.full {
         let b16 = t.median_of("bare client, 16 parallel");
         for &(name, _, _) in &loaders[1..] {

@@ -3,15 +3,19 @@
 //!
 //! 1. [`drain`]: messages/s draining a freshly filled queue (bare client, loader, Python);
 //! 2. [`mask`]: the cost of masking without network;
-//! 3. [`memory`]: the loading backend's memory during a 1,000,000-message load.
+//! 3. [`memory`]: the loading backend's memory during a 1,000,000-message load;
+//! 4. [`latency`]: end-to-end latency at a steady load, worker against pg_cron-style runs, and
+//!    the cost of an idle worker.
 //!
 //! Configuration comes from the environment (set by scripts/bench.sh). Prints tables (median of
 //! the runs, with min–max) and writes them, with the raw samples, to bench/results/.
 
 mod common;
 mod drain;
+mod latency;
 mod mask;
 mod memory;
+mod proxy;
 mod sqs;
 
 use common::{env, env_or, setup_db};
@@ -95,6 +99,26 @@ fn main() {
                 env_or("BENCH_MEMORY_N", 1_000_000)
             },
         );
+    }
+    if want("latency") {
+        let (seconds, every, run) = if quick {
+            (10, 10, 8)
+        } else {
+            (env_or("BENCH_LATENCY_SECONDS", 70) as u64, 60, 50)
+        };
+        for (label, sqs) in [("LocalStack", &localstack), ("fauxqs", &fauxqs)] {
+            report += &latency::latency(
+                sqs,
+                &latency::LatencyPlan {
+                    label,
+                    rates: &[100, 2000],
+                    seconds,
+                    every: std::time::Duration::from_secs(every),
+                    run,
+                },
+            );
+        }
+        report += &latency::idle(&localstack, if quick { 10 } else { 60 });
     }
     let _ = writeln!(
         report,

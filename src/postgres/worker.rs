@@ -151,9 +151,25 @@ pub extern "C-unwind" fn sqs_loader_launcher_main(_arg: pg_sys::Datum) {
         log(&format!("sqs_loader launcher: cannot list databases: {e}"));
         vec![]
     });
+    // One database at a time: a supervisor with nothing to run exits within a moment and frees
+    // its slot, so that many databases do not need many slots at once.
     for oid in dbs {
-        if supervisor_builder(oid).load_dynamic().is_err() {
+        let handle = supervisor_builder(oid)
+            // SAFETY: a plain read of this process's pid.
+            .set_notify_pid(unsafe { pg_sys::MyProcPid })
+            .load_dynamic();
+        let Ok(handle) = handle else {
             log("sqs_loader launcher: no background worker slot for a supervisor; raise max_worker_processes");
+            continue;
+        };
+        if handle.wait_for_startup().is_err() {
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && handle.pid().is_ok() {
+            if !nap(Duration::from_millis(50)) {
+                return;
+            }
         }
     }
     // Done: supervisors restart themselves; this runs again after a restart or a crash.

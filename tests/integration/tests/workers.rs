@@ -402,3 +402,39 @@ fn kills_and_restarts_while_messages_keep_arriving_lose_and_duplicate_nothing() 
     );
     assert!(restarted && sigkills >= 2 && terminates >= 2);
 }
+
+#[test]
+fn a_visibility_timeout_too_short_for_the_heartbeat_is_warned_about() {
+    let _g = shared();
+    let db = TestDb::new("shortvis");
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let w2 = warnings.clone();
+    let mut config: postgres::Config = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={}",
+        env().pgport,
+        db.name
+    )
+    .parse()
+    .unwrap();
+    config.notice_callback(move |n| {
+        if n.severity() == "WARNING" {
+            w2.lock().unwrap().push(n.message().to_string());
+        }
+    });
+    let mut c = config.connect(postgres::NoTls).unwrap();
+    let url = create_queue(&mut c, "it-shortvis");
+    send(&mut c, &url, &login_events(5, "sv", 5));
+    c.batch_execute("SET sqs_loader.visibility_timeout = 2")
+        .unwrap();
+    assert_eq!(load(&mut c, &url).loaded, 5);
+    assert!(warnings.lock().unwrap().is_empty(), "2 s is enough");
+    c.batch_execute("SET sqs_loader.visibility_timeout = 1")
+        .unwrap();
+    load(&mut c, &url);
+    let w = warnings.lock().unwrap();
+    assert!(
+        w.iter()
+            .any(|m| m.contains("too short for the visibility heartbeat")),
+        "{w:?}"
+    );
+}
