@@ -14,13 +14,27 @@ cmd=${1:-}; name=${2:-}
 dir=$RUN_DIR/pg-$name
 data=$dir/data; sock=$dir/sock; log=$dir/server.log
 
-running() { [ -f "$data/postmaster.pid" ] && as_pg_user "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+# By the postmaster's pid, not pg_ctl: the cluster may be of the other major (make demo, then
+# make demo PG=18), whose pg_ctl refuses this major's control file.
+pid() { [ -f "$data/postmaster.pid" ] && head -1 "$data/postmaster.pid"; }
+running() { local p; p=$(pid) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# halt SIGNAL: INT is a fast shutdown, QUIT an immediate one.
+halt() {
+  local p; p=$(pid) || return 0
+  running || return 0
+  kill "-$1" "$p"
+  wait_for 60 bash -c "! kill -0 $p" || die "postgres (pid $p) did not stop"
+}
 
 case "$cmd" in
 start)
   port=${3:?port}; db=${4:?dbname}
   ensure_pg_os_user
   mkdir -p "$RUN_DIR"; chmod 755 "$RUN_DIR"
+  if [ -f "$data/PG_VERSION" ] && [ "$(cat "$data/PG_VERSION")" != "$PG" ]; then
+    echo "cluster $name holds PostgreSQL $(cat "$data/PG_VERSION") data: re-created for PostgreSQL $PG" >&2
+    halt INT; rm -rf "$dir"
+  fi
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf "$dir"
     install -d -o "$PG_OS_USER" -m 700 "$dir" "$data" "$sock"
@@ -50,10 +64,10 @@ CONF
   [ "$exists" = 1 ] || psql_on "$port" postgres -q -c "CREATE DATABASE \"$db\""
   ;;
 stop)
-  if running; then as_pg_user "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
+  halt INT
   ;;
 destroy)
-  if running; then as_pg_user "$PG_BIN/pg_ctl" -D "$data" -m immediate -w stop >/dev/null || true; fi
+  halt QUIT || true
   rm -rf "$dir"
   ;;
 *) die "unknown command $cmd" ;;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make test: the whole suite on PostgreSQL $PG (15 by default, PG=18), in four layers:
 #  1. plain Rust unit tests and #[pg_test]s in pgrx's test instance (cargo pgrx test);
-#  2. on PostgreSQL 15, the 0.1.0 release built from git history, loaded with data in the
-#     throwaway cluster, for the upgrade test (tests/integration/tests/upgrade.rs);
+#  2. the 0.1.0 release built from git history (for $PG), loaded with data in the throwaway
+#     cluster, for the upgrade test (tests/integration/tests/upgrade.rs);
 #  3. the extension installed into the throwaway cluster (pg_cron and sqs_loader preloaded) and
 #     the pg_regress suite in tests/pg_regress/ (golden files) run against it; a second cluster
 #     without sqs_loader preloaded, for what must hold (or be refused) there;
@@ -34,10 +34,8 @@ fi
 env $DUMMY_AWS_ENV SQS_LOADER_TEST_LOCALSTACK="http://127.0.0.1:$LOCALSTACK_PORT" cargo pgrx test "pg$PG" "${runas[@]}"
 
 bash scripts/pg.sh destroy it
-if [ "$PG" = 15 ]; then
-  step "the 0.1.0 release, for the upgrade test"
-  bash scripts/upgrade_fixture.sh it "$TEST_PGPORT"
-fi
+step "the 0.1.0 release, for the upgrade test"
+bash scripts/upgrade_fixture.sh it "$TEST_PGPORT"
 
 step "installing the extension"
 PROFILE=dev install_extension
@@ -53,7 +51,7 @@ rm -rf "$regress_out"; mkdir -p "$regress_out"
 tests=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
 # shellcheck disable=SC2086
 if ! "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
-    --host=127.0.0.1 --port="$TEST_PGPORT" --user=postgres --dbname=regress_sqs_loader \
+    --bindir="$PG_BIN" --host=127.0.0.1 --port="$TEST_PGPORT" --user=postgres --dbname=regress_sqs_loader \
     --inputdir=tests/pg_regress --outputdir="$regress_out" $tests; then
   cat "$regress_out/regression.diffs" 2>/dev/null | head -100
   die "pg_regress: see $regress_out/regression.diffs"

@@ -10,17 +10,23 @@ cd "$ROOT"
 name=${1:?cluster name}; port=${2:?port}
 # The commit of release 0.1.0 (what landed as 0.1.0 on main).
 V010=0acc38b988908fa2e27fbbd53f75383ce8272bc5
-[ "$PG" = 15 ] || die "0.1.0 exists for PostgreSQL 15 only"
 git -C "$ROOT" cat-file -e "$V010^{commit}" 2>/dev/null \
   || die "commit $V010 (release 0.1.0) is not in this clone: the upgrade test needs the history (not a shallow clone)"
 
 src=$RUN_DIR/build/sqs_loader-0.1.0
 rm -rf "$src"; mkdir -p "$src"
 git -C "$ROOT" archive "$V010" | tar -x -C "$src"
+# 0.1.0 was released with a pg15 feature only; its code builds unchanged for 18 given the feature.
+features=(--no-default-features --features "pg$PG")
+if [ "$PG" != 15 ]; then
+  sed -i "s|^pg15 = \[\(.*\)\]$|&\npg$PG = [\"pgrx/pg$PG\", \"pgrx-tests/pg$PG\"]|" "$src/Cargo.toml"
+  grep -q "^pg$PG = " "$src/Cargo.toml" || die "could not add a pg$PG feature to 0.1.0's Cargo.toml"
+fi
 # Its own target directory: the two crates share a name, and so the path of the built library.
-step "building 0.1.0 (target/v0.1.0; about 2 minutes the first time)"
+step "building 0.1.0 for PostgreSQL $PG (target/v0.1.0-pg$PG; about 2 minutes the first time)"
 sudo_flag=(); [ "$(id -u)" = 0 ] || sudo_flag=(--sudo)
-(cd "$src" && CARGO_TARGET_DIR="$ROOT/target/v0.1.0" cargo pgrx install --pg-config "$PG_CONFIG" "${sudo_flag[@]}" >/dev/null)
+(cd "$src" && CARGO_TARGET_DIR="$ROOT/target/v0.1.0-pg$PG" cargo pgrx install --pg-config "$PG_CONFIG" \
+  "${features[@]}" "${sudo_flag[@]}" >/dev/null)
 
 PG_PRELOAD=pg_cron bash "$ROOT/scripts/pg.sh" start "$name" "$port" sqs_loader_cron
 mkdir -p "$RUN_DIR/upgrade"

@@ -463,12 +463,33 @@ fn pg_cron_schedule_runs_the_load() {
     let before = count(&mut c, "SELECT count(*) FROM user_logins");
     let job = format!("it-load-{}", random_suffix());
     let cmd = format!("CALL load_user_logins('{url}')");
-    let jobid: i64 = c
-        .query_one("SELECT cron.schedule($1, '* * * * *', $2)", &[&job, &cmd])
+    // pg_cron 1.5+ (built for PostgreSQL 18 here) schedules every few seconds; Debian's 1.4.2
+    // (PostgreSQL 15) by the minute, and refuses a seconds schedule.
+    let cron: String = c
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'",
+            &[],
+        )
         .unwrap()
         .get(0);
+    let v: Vec<u32> = cron.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    let seconds = (v[0], v.get(1).copied().unwrap_or(0)) >= (1, 5);
+    let schedule = if seconds { "5 seconds" } else { "* * * * *" };
+    if !seconds {
+        assert!(c
+            .query_one(
+                "SELECT cron.schedule('it-seconds', '5 seconds', 'SELECT 1')",
+                &[]
+            )
+            .is_err());
+    }
+    let jobid: i64 = c
+        .query_one("SELECT cron.schedule($1, $2, $3)", &[&job, &schedule, &cmd])
+        .unwrap()
+        .get(0);
+    let wait = Duration::from_secs(if seconds { 30 } else { 150 });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(Duration::from_secs(150), "the scheduled run", || {
+        wait_until(wait, "the scheduled run", || {
             count(&mut c, "SELECT count(*) FROM user_logins") >= before + 99
         });
         wait_until(Duration::from_secs(60), "the job to finish", || {
