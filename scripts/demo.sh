@@ -6,6 +6,9 @@
 # sqs_loader_unmask (the private key never goes to the server). Safe to run again.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+# A fresh cluster: a worker a previous demo left registered would start with the server and
+# poll login-queue while the demo fills it.
+bash scripts/pg.sh destroy demo
 NO_FILL=1 bash scripts/start.sh
 step "demo"
 psql_on "$DEMO_PGPORT" postgres -v ON_ERROR_STOP=1 \

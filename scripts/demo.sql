@@ -2,18 +2,18 @@
 \set QUIET on
 \pset footer off
 SET client_min_messages = warning;
--- A clean slate, so the demo gives the same numbers every time it runs: the worker a previous
--- demo started is stopped first.
+-- A clean slate, so the demo gives the same numbers every time it runs (demo.sh also starts from a
+-- fresh cluster): workers are stopped first (committed, so their supervisor sees it), then the
+-- demo waits for them to exit.
+-- (make start created the extension.)
+SELECT count(sqs_loader.stop_worker(queue_url)) AS stopped FROM sqs_loader.workers \gset
 DO $$
 BEGIN
-  IF to_regclass('sqs_loader.workers') IS NOT NULL THEN
-    PERFORM sqs_loader.stop_worker(queue_url) FROM sqs_loader.workers;
-    FOR i IN 1 .. 100 LOOP
-      EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
-                             WHERE backend_type = 'sqs_loader worker' AND datname = current_database());
-      PERFORM pg_sleep(0.1);
-    END LOOP;
-  END IF;
+  FOR i IN 1 .. 300 LOOP
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                           WHERE backend_type = 'sqs_loader worker' AND datname = current_database());
+    PERFORM pg_sleep(0.1);
+  END LOOP;
 END $$;
 DROP EXTENSION IF EXISTS sqs_loader CASCADE;
 DROP TABLE IF EXISTS user_logins;
