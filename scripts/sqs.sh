@@ -25,7 +25,7 @@ start() {
     localstack)
       # hypercorn: listens on 127.0.0.1 only (the default gateway binds every interface).
       env GATEWAY_SERVER=hypercorn GATEWAY_LISTEN=127.0.0.1:$port LOCALSTACK_HOST=localhost:$port \
-        SERVICES=sqs SQS_ENDPOINT_STRATEGY=off DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 \
+        SERVICES=sqs,sns SQS_ENDPOINT_STRATEGY=off DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 \
         LOCALSTACK_VOLUME_DIR="$dir/volume" FILESYSTEM_ROOT="$dir/fs" \
         setsid "$TOOLS_DIR/localstack/bin/python" -m localstack.runtime.main >"$dir/log" 2>&1 &
       ;;

@@ -172,7 +172,9 @@ CREATE TYPE sqs_loader.batch_row AS (
     device_id     text,
     app_version   integer,
     reject_reason text,
-    reject_detail text
+    reject_detail text,
+    -- (0.2.0) the time of the SNS/EventBridge envelope the event came in
+    event_at      timestamptz
 );
 COMMENT ON TYPE sqs_loader.batch_row IS 'One received message, parsed: the unit of sqs_loader.load_batch().';
 

@@ -70,7 +70,7 @@ COMMENT ON FUNCTION @extschema@.app_version_text(integer) IS
   'The "major.minor.patch" text of a packed app_version.';
 COMMENT ON FUNCTION sqs_loader.version() IS 'The sqs_loader library version (calling it loads the library and its settings).';
 COMMENT ON FUNCTION sqs_loader.parse_login(text) IS
-  'Validate and flatten a message body; reject_reason/reject_detail are set when it is not a login event.';
+  'Validate and flatten a message body, unwrapping an SNS notification or EventBridge event (envelope, event_at: its kind and time); reject_reason/reject_detail are set when it is not a login event.';
 COMMENT ON FUNCTION sqs_loader.reject_reasons() IS 'Every rejection reason and what it means.';
 COMMENT ON FUNCTION sqs_loader.new_token_key() IS '32 random bytes from the OS CSPRNG.';
 COMMENT ON FUNCTION sqs_loader.token_key_id(bytea) IS 'Public identifier of a token key (not the key).';

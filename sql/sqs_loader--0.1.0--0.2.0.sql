@@ -42,7 +42,8 @@ CREATE FUNCTION sqs_loader."loader_settings"() RETURNS TABLE (
 	"max_messages" INT,
 	"exit_when_empty" bool,
 	"progress_seconds" INT,
-	"dedup_retention_days" INT
+	"dedup_retention_days" INT,
+	"poison_receive_count" INT
 )
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
@@ -142,6 +143,8 @@ DECLARE
     handles text[];
     bodies text[];
     sents timestamptz[];
+    counts integer[];
+    poison integer;
     b record;
     done_deletes bigint;
     st text;
@@ -170,15 +173,21 @@ BEGIN
         want := least(want, r.max_messages - r.received);
     END IF;
     BEGIN
-        SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at)
-          INTO ids, handles, bodies, sents
+        SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at),
+               array_agg(p.receive_count)
+          INTO ids, handles, bodies, sents, counts
           FROM sqs_loader.pull(r.queue_url, want, r.visibility_timeout,
                    least(r.wait_seconds, greatest(0, floor(extract(epoch FROM r.deadline - clock_timestamp())))::integer),
                    -- receive the next batch while this one is loaded, unless it is the last
                    r.max_messages IS NULL OR r.received + 2 * want <= r.max_messages) AS p;
         n := coalesce(cardinality(ids), 0);
         IF n > 0 THEN
-            SELECT * INTO b FROM sqs_loader.load_batch(p_run_id, r.queue_url, ids, bodies, sents);
+            poison := (SELECT poison_receive_count FROM sqs_loader.loader_settings());
+            IF poison IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(counts) AS c WHERE c >= poison) THEN
+                SELECT * INTO b FROM sqs_loader.load_each(p_run_id, r.queue_url, ids, bodies, sents, counts, poison);
+            ELSE
+                SELECT * INTO b FROM sqs_loader.load_batch(p_run_id, r.queue_url, ids, bodies, sents);
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Nothing of this batch is kept: its messages are given back to the queue at once.
@@ -657,7 +666,7 @@ DECLARE
 BEGIN
     -- Parse each distinct message once (SQS may deliver one message twice in a batch).
     SELECT array_agg(ROW(b.id, b.sent, b.body, p.user_id, p.device_type, p.ip, p.locale, p.device_id,
-                         p.app_version, p.reject_reason, p.reject_detail)::sqs_loader.batch_row ORDER BY b.id)
+                         p.app_version, p.reject_reason, p.reject_detail, p.event_at)::sqs_loader.batch_row ORDER BY b.id)
       INTO batch
       FROM (SELECT DISTINCT ON (u.id) u.id, u.body, u.sent
               FROM unnest(p_ids, p_bodies, p_sent) AS u(id, body, sent) ORDER BY u.id) AS b
@@ -689,7 +698,7 @@ BEGIN
             INSERT INTO @extschema@.user_logins
                    (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
             SELECT v.user_id, v.device_type, t.t_ip, t.t_dev, v.locale, v.app_version,
-                   (v.sent_at AT TIME ZONE 'UTC')::date
+                   (least(v.sent_at, v.event_at) AT TIME ZONE 'UTC')::date
               FROM unnest(valid) WITH ORDINALITY AS v
               JOIN unnest(tokens[1:n], tokens[n + 1:2 * n]) WITH ORDINALITY AS t(t_ip, t_dev, ordinality)
                 ON t.ordinality = v.ordinality;
@@ -704,7 +713,7 @@ BEGIN
                     INSERT INTO @extschema@.user_logins
                            (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
                     VALUES ((valid[i]).user_id, (valid[i]).device_type, tokens[i], tokens[n + i],
-                            (valid[i]).locale, (valid[i]).app_version, ((valid[i]).sent_at AT TIME ZONE 'UTC')::date);
+                            (valid[i]).locale, (valid[i]).app_version, (least((valid[i]).sent_at, (valid[i]).event_at) AT TIME ZONE 'UTC')::date);
                     loaded := loaded + 1;
                 EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
                     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
@@ -733,6 +742,72 @@ END
 $$;
 COMMENT ON FUNCTION sqs_loader.load_batch(bigint, text, text[], text[], timestamptz[]) IS
   'One batch of load_user_logins(), in the caller''s transaction: claim message ids, insert masked rows (a row the table refuses is rejected as insert_failed, its neighbours load), record rejects.';
+
+-- A batch with a message received sqs_loader.poison_receive_count times or more has failed
+-- before (a batch that fails comes back whole): load it one message at a time, each in its own
+-- subtransaction, so that one message that makes loading fail (a trigger, a permission, whatever
+-- the loader cannot tell from the body) does not block the queue. A message that fails alone
+-- is rejected as load_failed when it is such a message; otherwise the batch fails as before. So
+-- does it when every message of a batch of several fails (the cause is not one message), or on a
+-- cancel, a lost connection, a lack of resources, a serialization failure or a lock timeout.
+CREATE FUNCTION sqs_loader.load_each(
+    p_run_id bigint, p_queue_url text, p_ids text[], p_bodies text[], p_sent timestamptz[],
+    p_receive_counts integer[], p_poison_receive_count integer,
+    OUT loaded integer, OUT rejected integer, OUT skipped integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    failed integer := 0;
+    st text;
+    msg text;
+    det text;
+    hnt text;
+    keep_st text;
+    keep_msg text;
+    keep_det text;
+    keep_hnt text;
+BEGIN
+    loaded := 0; rejected := 0; skipped := 0;
+    FOR i IN 1 .. cardinality(p_ids) LOOP
+        BEGIN
+            SELECT * INTO b FROM sqs_loader.load_batch(p_run_id, p_queue_url, ARRAY[p_ids[i]], ARRAY[p_bodies[i]], ARRAY[p_sent[i]]);
+            loaded := loaded + b.loaded; rejected := rejected + b.rejected; skipped := skipped + b.skipped;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+            failed := failed + 1;
+            IF coalesce(p_receive_counts[i], 0) < p_poison_receive_count
+               OR left(st, 2) IN ('08', '40', '53', '57', '58') OR st = '55P03' THEN
+                -- Not (yet) a poison message, or not about this message: the batch fails.
+                keep_st := coalesce(keep_st, st); keep_msg := coalesce(keep_msg, msg);
+                keep_det := coalesce(keep_det, det); keep_hnt := coalesce(keep_hnt, hnt);
+            ELSE
+                INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+                VALUES (p_ids[i], 'rejected', p_run_id, p_sent[i])
+                ON CONFLICT (message_id) DO UPDATE SET outcome = 'rejected', run_id = excluded.run_id;
+                INSERT INTO sqs_loader.rejected_messages AS old (message_id, queue_url, sent_at, reason, detail, body, run_id)
+                VALUES (p_ids[i], p_queue_url, p_sent[i], 'load_failed',
+                        format('%s: %s (received %s times)', st, msg, p_receive_counts[i]), p_bodies[i], p_run_id)
+                ON CONFLICT (message_id) DO UPDATE
+                   SET queue_url = excluded.queue_url, sent_at = excluded.sent_at, rejected_at = now(),
+                       reason = excluded.reason, detail = excluded.detail, body = excluded.body, run_id = excluded.run_id;
+                rejected := rejected + 1;
+            END IF;
+        END;
+    END LOOP;
+    IF keep_st IS NULL AND failed = cardinality(p_ids) AND failed > 1 THEN
+        -- Every message failed: the cause is not one of them. Undo the rejections, fail the batch.
+        keep_st := st; keep_msg := msg; keep_det := det; keep_hnt := hnt;
+    END IF;
+    IF keep_st IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = keep_st, MESSAGE = keep_msg, DETAIL = coalesce(keep_det, ''), HINT = coalesce(keep_hnt, '');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.load_each(bigint, text, text[], text[], timestamptz[], integer[], integer) IS
+  'A batch that failed before, loaded one message at a time: a message received poison_receive_count times that fails alone is rejected as load_failed, the others load; a failure that is not one message''s fails the batch.';
+
 
 -- Every function that runs SQL pins its search_path (the sqs_* functions now look for
 -- credentials stored in pg_db_role_setting).
@@ -926,6 +1001,31 @@ SELECT q.queue_url,
   LEFT JOIN depth dp ON dp.queue_url = q.queue_url;
 COMMENT ON VIEW sqs_loader.stat_loaders IS
   'Per queue: mode (worker or call) and state, messages and rows per second and the p50/p99 latency (SentTimestamp to load) over the last minute, lag (now - SentTimestamp of the newest loaded message), the queue''s visible and in-flight depth and the age of its oldest message where the endpoint reports it, the last error.';
+
+-- ---------------------------------------------------------------- envelopes (#14)
+-- SNS notifications and EventBridge events are unwrapped; the envelope's time counts for
+-- create_date when it is the earliest.
+ALTER TYPE sqs_loader.batch_row ADD ATTRIBUTE event_at timestamptz;
+DROP FUNCTION sqs_loader.parse_login(text);
+CREATE FUNCTION sqs_loader."parse_login"(
+	"body" TEXT
+) RETURNS TABLE (
+	"user_id" TEXT,
+	"device_type" TEXT,
+	"ip" TEXT,
+	"locale" TEXT,
+	"device_id" TEXT,
+	"app_version" INT,
+	"reject_reason" TEXT,
+	"reject_detail" TEXT,
+	"envelope" TEXT,
+	"event_at" timestamp with time zone
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'parse_login_wrapper';
+COMMENT ON FUNCTION sqs_loader.parse_login(text) IS
+  'Validate and flatten a message body, unwrapping an SNS notification or EventBridge event (envelope, event_at: its kind and time); reject_reason/reject_detail are set when it is not a login event.';
 
 -- ---------------------------------------------------------------- privileges (as a fresh install)
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA sqs_loader FROM PUBLIC;

@@ -92,6 +92,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "insert_failed",
         "a valid event that user_logins refused (a column narrower than these limits, a CHECK constraint, a trigger that raised): the detail has the SQLSTATE and message",
     ),
+    (
+        "load_failed",
+        "a poison message: its batch failed sqs_loader.poison_receive_count times, and loaded one at a time this message failed alone (any error but a cancel, a lost connection or a lack of resources): the detail has the SQLSTATE and message",
+    ),
 ];
 
 fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
@@ -247,6 +251,153 @@ pub fn parse(body: &str) -> Result<LoginEvent, Rejection> {
         device_id,
         app_version,
     })
+}
+
+/// How an event arrived wrapped: an SNS notification (a topic subscribed to the queue without raw
+/// message delivery: the event is the `Message` string) or an EventBridge event (a rule targeting
+/// the queue: the event is the `detail` object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `sns` or `eventbridge`.
+    pub kind: &'static str,
+    /// The envelope's time (SNS `Timestamp`, EventBridge `time`), ms since the Unix epoch, when
+    /// it is a valid RFC 3339 time: when the event was published, before SQS had it.
+    pub time_ms: Option<i64>,
+}
+
+/// A message body made a login event, with the envelope it came in, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub event: LoginEvent,
+    pub envelope: Option<Envelope>,
+}
+
+/// Parse one SQS message body: a login event, bare or in an SNS or EventBridge envelope. A body
+/// is an envelope only when it has no `user_id` and has the envelope's own keys (SNS: `Type` =
+/// "Notification", `TopicArn`, `Message` a string; EventBridge: `detail-type`, `source`, `detail`
+/// an object), and no key twice. A bad event inside an envelope is rejected with the event's own
+/// reason, the detail saying where it was.
+pub fn parse_message(body: &str) -> Result<Parsed, Rejection> {
+    let Some((envelope, inner, place)) = unwrap_envelope(body) else {
+        return parse(body).map(|event| Parsed {
+            event,
+            envelope: None,
+        });
+    };
+    match parse(&inner) {
+        Ok(event) => Ok(Parsed {
+            event,
+            envelope: Some(envelope),
+        }),
+        Err(r) => Err(Rejection {
+            reason: r.reason,
+            detail: format!("in {place}: {}", r.detail),
+        }),
+    }
+}
+
+fn unwrap_envelope(body: &str) -> Option<(Envelope, String, &'static str)> {
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
+    if body.trim_start().as_bytes().first() != Some(&b'{') {
+        return None;
+    }
+    let Entries(entries) = serde_json::from_str::<Entries>(body).ok()?;
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    if !entries.iter().all(|(k, _)| seen.insert(k.as_ref())) || seen.contains("user_id") {
+        return None;
+    }
+    let get = |name: &str| entries.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let string = |name: &str| match get(name).map(field) {
+        Some(Ok(Field::Str(s))) => Some(s),
+        _ => None,
+    };
+    if string("Type").as_deref() == Some("Notification") && get("TopicArn").is_some() {
+        let message = string("Message")?;
+        let time_ms = string("Timestamp").and_then(|t| rfc3339_ms(&t));
+        return Some((
+            Envelope {
+                kind: "sns",
+                time_ms,
+            },
+            message,
+            "the SNS notification's Message",
+        ));
+    }
+    let detail = get("detail")?;
+    if detail.get().trim_start().starts_with('{')
+        && get("detail-type").is_some()
+        && get("source").is_some()
+    {
+        let time_ms = string("time").and_then(|t| rfc3339_ms(&t));
+        return Some((
+            Envelope {
+                kind: "eventbridge",
+                time_ms,
+            },
+            detail.get().to_string(),
+            "the EventBridge event's detail",
+        ));
+    }
+    None
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time such as `2026-12-01T21:59:41.854Z` or
+/// `2026-12-01T21:59:41+01:00` (what SNS and EventBridge write); None for anything else.
+pub fn rfc3339_ms(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = &t[start..i.min(start + 3)];
+        ms = frac.parse::<i64>().ok()? * 10_i64.pow(3 - frac.len() as u32);
+    }
+    let offset_min = match t.get(i..)? {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let v = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + s * 1000 + ms)
 }
 
 /// The canonical text of an IP address: IPv6 compressed and lower-case, and an IPv4-mapped IPv6

@@ -314,3 +314,145 @@ fn valid_json_the_loader_ignores_never_makes_a_body_invalid() {
     assert_eq!(parse("1e400x").unwrap_err().reason, "invalid_json");
     assert_eq!(parse("").unwrap_err().reason, "invalid_json");
 }
+
+/// An SNS notification as a topic without raw message delivery puts it on the queue (the shape
+/// LocalStack and SNS write).
+fn sns(message: &str) -> String {
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "f7d929d7-e6e1-4f16-b26f-2d8df1715286",
+        "TopicArn": "arn:aws:sns:eu-west-1:123456789012:logins",
+        "Message": message,
+        "Timestamp": "2026-12-01T21:59:41.854Z",
+        "SignatureVersion": "1",
+        "Signature": "tweMcJ3KR6gt",
+        "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/cert.pem",
+        "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe"
+    })
+    .to_string()
+}
+
+fn eventbridge(detail: &str) -> String {
+    format!(
+        r#"{{"version":"0","id":"6a7e8feb-b491-4cf7-a9f1-bf3703467718","detail-type":"UserLogin","source":"com.example.auth","account":"123456789012","time":"2026-11-30T23:59:59Z","region":"eu-west-1","resources":[],"detail":{detail}}}"#
+    )
+}
+
+#[test]
+fn sns_and_eventbridge_envelopes_are_unwrapped() {
+    let bare = parse_message(SAMPLE).unwrap();
+    assert_eq!(bare.envelope, None);
+
+    let p = parse_message(&sns(SAMPLE)).unwrap();
+    assert_eq!(p.event, bare.event);
+    let e = p.envelope.unwrap();
+    assert_eq!(e.kind, "sns");
+    assert_eq!(e.time_ms, Some(1_796_162_381_854));
+
+    let p = parse_message(&eventbridge(SAMPLE)).unwrap();
+    assert_eq!(p.event, bare.event);
+    let e = p.envelope.unwrap();
+    assert_eq!(e.kind, "eventbridge");
+    assert_eq!(e.time_ms, Some(1_796_083_199_000));
+}
+
+#[test]
+fn a_bad_event_in_an_envelope_is_rejected_with_its_own_reason() {
+    let r = parse_message(&sns(
+        r#"{"user_id":"u","ip":"300.1.1.1","device_id":"d","app_version":"1"}"#,
+    ))
+    .unwrap_err();
+    assert_eq!(r.reason, "invalid_ip");
+    assert!(
+        r.detail.starts_with("in the SNS notification's Message: "),
+        "{}",
+        r.detail
+    );
+    let r = parse_message(&sns("not json")).unwrap_err();
+    assert_eq!(r.reason, "invalid_json");
+    let r = parse_message(&sns(r#"{"foo":"bar"}"#)).unwrap_err();
+    assert_eq!(r.reason, "missing_user_id");
+    let r = parse_message(&eventbridge(
+        r#"{"user_id":"u","ip":"1.1.1.1","device_id":"d","app_version":"x"}"#,
+    ))
+    .unwrap_err();
+    assert_eq!(r.reason, "invalid_app_version");
+    assert!(
+        r.detail.starts_with("in the EventBridge event's detail: "),
+        "{}",
+        r.detail
+    );
+}
+
+#[test]
+fn what_is_not_an_envelope_is_parsed_as_the_event() {
+    // A login event that happens to have envelope-like keys is the event.
+    let with_type = SAMPLE.replacen(
+        '{',
+        r#"{"Type":"Notification","TopicArn":"x","Message":"{}","#,
+        1,
+    );
+    assert_eq!(parse_message(&with_type).unwrap().envelope, None);
+    // Incomplete envelopes are not unwrapped: missing_user_id, as before.
+    for body in [
+        r#"{"Type":"Notification","Message":"{}"}"#,
+        r#"{"Type":"Notification","TopicArn":"t","Message":{"user_id":"u"}}"#,
+        r#"{"Type":"SubscriptionConfirmation","TopicArn":"t","Message":"{}"}"#,
+        r#"{"detail-type":"x","detail":{"user_id":"u"}}"#,
+        r#"{"detail-type":"x","source":"s","detail":"{}"}"#,
+    ] {
+        assert_eq!(
+            parse_message(body).unwrap_err().reason,
+            "missing_user_id",
+            "{body}"
+        );
+    }
+    // An envelope with a key twice is ambiguous: duplicate_key, not unwrapped.
+    let dup = r#"{"Type":"Notification","TopicArn":"t","Message":"{}","Message":"{}"}"#;
+    assert_eq!(parse_message(dup).unwrap_err().reason, "duplicate_key");
+    // An envelope with an unreadable time is still unwrapped, without a time.
+    let p = parse_message(&sns(SAMPLE).replace("2026-12-01T21:59:41.854Z", "yesterday")).unwrap();
+    assert_eq!(p.envelope.unwrap().time_ms, None);
+}
+
+#[test]
+fn rfc3339_times() {
+    assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(rfc3339_ms("1970-01-01T00:00:00.5Z"), Some(500));
+    assert_eq!(
+        rfc3339_ms("2000-03-01T00:00:00.123456Z"),
+        Some(951_868_800_123)
+    );
+    assert_eq!(
+        rfc3339_ms("2024-02-29T12:00:00+01:30"),
+        Some(1_709_202_600_000)
+    );
+    assert_eq!(rfc3339_ms("1969-12-31T23:59:59-00:00"), Some(-1000));
+    for bad in [
+        "",
+        "2026-12-01",
+        "2026-13-01T00:00:00Z",
+        "2026-12-01T24:00:00Z",
+        "2026-12-01T00:00:00",
+        "2026-12-01T00:00:00.Z",
+        "2026-12-01T00:00:00+0100",
+        "x026-12-01T00:00:00Z",
+        "2026-12-01T00:00:00Zjunk",
+    ] {
+        assert_eq!(rfc3339_ms(bad), None, "{bad}");
+    }
+}
+
+proptest::proptest! {
+    /// Any body in an SNS envelope gives exactly what it gives bare (the reason; the event).
+    #[test]
+    fn an_sns_envelope_changes_nothing_but_the_detail(body in "\\PC*") {
+        let bare = parse(&body);
+        let wrapped = parse_message(&sns(&body));
+        match (bare, wrapped) {
+            (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b.event),
+            (Err(a), Err(b)) => proptest::prop_assert_eq!(a.reason, b.reason),
+            (a, b) => proptest::prop_assert!(false, "bare {:?} vs wrapped {:?}", a, b),
+        }
+    }
+}

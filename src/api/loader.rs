@@ -2,7 +2,7 @@
 //! the message parser, and the library version. All in the private schema.
 
 use super::sqs::warn_failures;
-use super::{message_row, non_null};
+use super::{message_row, non_null, timestamptz_from_epoch_ms};
 use crate::login;
 use crate::postgres::{guc, loader_state};
 use crate::sqs::executor::ReceiveArgs;
@@ -105,6 +105,7 @@ fn loader_settings() -> TableIterator<
         name!(exit_when_empty, bool),
         name!(progress_seconds, i32),
         name!(dedup_retention_days, i32),
+        name!(poison_receive_count, Option<i32>),
     ),
 > {
     TableIterator::once((
@@ -117,6 +118,7 @@ fn loader_settings() -> TableIterator<
         guc::exit_when_empty(),
         guc::progress_seconds(),
         guc::dedup_retention_days(),
+        guc::poison_receive_count(),
     ))
 }
 
@@ -126,7 +128,8 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
-/// Validate and flatten one message body: one row, with reject_reason NULL when valid.
+/// Validate and flatten one message body (unwrapping an SNS or EventBridge envelope): one row,
+/// with reject_reason NULL when valid.
 #[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
 #[pg_extern(immutable, strict, parallel_safe, schema = "sqs_loader")]
 fn parse_login(
@@ -142,10 +145,12 @@ fn parse_login(
         name!(app_version, Option<i32>),
         name!(reject_reason, Option<String>),
         name!(reject_detail, Option<String>),
+        name!(envelope, Option<String>),
+        name!(event_at, Option<TimestampWithTimeZone>),
     ),
 > {
-    TableIterator::once(match login::parse(body) {
-        Ok(e) => (
+    TableIterator::once(match login::parse_message(body) {
+        Ok(login::Parsed { event: e, envelope }) => (
             Some(e.user_id),
             e.device_type,
             Some(e.ip),
@@ -154,6 +159,10 @@ fn parse_login(
             Some(e.app_version),
             None,
             None,
+            envelope.as_ref().map(|v| v.kind.to_string()),
+            envelope
+                .and_then(|v| v.time_ms)
+                .and_then(timestamptz_from_epoch_ms),
         ),
         Err(r) => (
             None,
@@ -164,6 +173,8 @@ fn parse_login(
             None,
             Some(r.reason.to_string()),
             Some(r.detail),
+            None,
+            None,
         ),
     })
 }

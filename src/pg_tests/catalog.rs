@@ -117,7 +117,15 @@ mod tests {
         );
         assert_eq!(
             one::<i64>("SELECT count(*) FROM sqs_loader.reject_reasons()"),
-            15
+            16
         );
+        // An event in an SNS envelope: unwrapped, with the envelope's kind and time.
+        let sns = r#"{"Type":"Notification","TopicArn":"arn:aws:sns:eu-west-1:1:t","Timestamp":"2026-12-01T21:59:41.854Z","Message":"{\"user_id\":\"u\",\"app_version\":\"1\",\"ip\":\"1.2.3.4\",\"device_id\":\"d\"}"}"#;
+        let r: String = one(&format!(
+            "SELECT concat_ws('|', user_id, ip, envelope, to_char(event_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'))
+               FROM sqs_loader.parse_login({})",
+            pgrx::spi::quote_literal(sns)
+        ));
+        assert_eq!(r, "u|1.2.3.4|sns|2026-12-01 21:59:41.854");
     }
 }

@@ -65,7 +65,7 @@ pub fn sqlstate_for_aws_code(code: &str, status: u16) -> PgSqlErrorCode {
         | "InvalidSecurity"
         | "AuthFailure"
         | "InvalidAccessKeyId" => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        "AccessDenied" | "AccessDeniedException" | "KMS.AccessDeniedException" => {
+        "AccessDenied" | "AccessDeniedException" | "KmsAccessDenied" => {
             ERRCODE_INSUFFICIENT_PRIVILEGE
         }
         "QueueDeletedRecently" | "QueueNameExists" | "QueueAlreadyExists" => {
@@ -116,17 +116,17 @@ impl From<SqsError> for ErrorReport {
                     TransportKind::Io => "The connection failed; messages not deleted return after their visibility timeout.",
                 }),
             ),
-            SqsError::Aws { code, status, attempts, .. } => report(
+            SqsError::Aws { code, status, attempts, advice, .. } => report(
                 sqlstate_for_aws_code(code, *status),
                 message,
                 Some(format!("AWS error code {code}, HTTP status {status}, {attempts} attempt(s).")),
-                match code.as_str() {
+                advice.as_deref().or(match code.as_str() {
                     "QueueDoesNotExist" => Some("Create it with sqs_create_queue(name), or check the queue URL and region."),
                     "InvalidClientTokenId" | "UnrecognizedClientException" | "SignatureDoesNotMatch" => {
                         Some("Check the AWS credentials the server uses and sqs_loader.region.")
                     }
                     _ => None,
-                },
+                }),
             ),
             SqsError::Protocol { .. } => report(
                 ERRCODE_SYSTEM_ERROR,

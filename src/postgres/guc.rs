@@ -64,6 +64,8 @@ static MAX_MESSAGES: GucSetting<i32> = GucSetting::<i32>::new(0);
 static EXIT_WHEN_EMPTY: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Days the ids of processed messages are kept.
 static DEDUP_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(15);
+/// Receives after which a batch that keeps failing is loaded one message at a time (0: never).
+static POISON_RECEIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(3);
 /// Seconds between progress NOTICEs.
 static PROGRESS_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(5);
 
@@ -152,6 +154,11 @@ pub fn exit_when_empty() -> bool {
 
 pub fn dedup_retention_days() -> i32 {
     DEDUP_RETENTION_DAYS.get()
+}
+
+/// None: batches are never split to find a poison message.
+pub fn poison_receive_count() -> Option<i32> {
+    Some(POISON_RECEIVE_COUNT.get()).filter(|v| *v > 0)
 }
 
 pub fn progress_seconds() -> i32 {
@@ -409,6 +416,13 @@ fn define_loader() {
         (15, 3650),
         GucContext::Suset,
         GucFlags::default(),
+    );
+    user(
+        c"sqs_loader.poison_receive_count",
+        c"Receives of a message (its ApproximateReceiveCount) after which its batch is loaded one message at a time, and a message that fails alone is rejected as load_failed; 0: never.",
+        c"Keep it below the maxReceiveCount of the queue's redrive policy, so the loader sees the message before SQS moves it to the dead-letter queue.",
+        &POISON_RECEIVE_COUNT,
+        (0, 1000),
     );
     user(
         c"sqs_loader.progress_seconds",

@@ -293,10 +293,12 @@ impl Client {
                 code,
                 message,
                 attempts,
+                advice,
             }) if outcome.succeeded > 0 => Err(SqsError::Aws {
                 action,
                 status,
                 code,
+                advice,
                 message: format!(
                     "{message} ({} entries succeeded before the failure)",
                     outcome.succeeded

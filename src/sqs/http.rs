@@ -1,6 +1,7 @@
 //! Sending a request: sign, POST, decode, retry with bounded exponential backoff and jitter.
 //! Runs on a worker thread (blocking I/O); never touches Postgres.
 
+use super::advice;
 use super::credentials::Credentials;
 use super::endpoint::{self, AddressPolicy, Endpoint};
 use super::{sign, wire, Protocol, Request, Response, SqsError, TransportKind};
@@ -191,6 +192,7 @@ pub fn call(
             } => SqsError::Aws {
                 action,
                 status,
+                advice: advice::for_error(req.action(), &code, &message, endpoint, req.queue_url()),
                 code,
                 message: redact(&message, &secrets),
                 attempts,

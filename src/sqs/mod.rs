@@ -3,6 +3,7 @@
 //!
 //! Everything here may run on a worker thread: it must never call into Postgres.
 
+pub mod advice;
 pub mod credentials;
 pub mod endpoint;
 pub mod executor;
@@ -94,6 +95,18 @@ impl Request {
             Request::ChangeVisibilityBatch { .. } => Action::ChangeMessageVisibilityBatch,
         }
     }
+
+    /// The queue the request is about (all but CreateQueue).
+    pub fn queue_url(&self) -> Option<&str> {
+        match self {
+            Request::Receive { queue_url, .. }
+            | Request::DeleteBatch { queue_url, .. }
+            | Request::SendBatch { queue_url, .. }
+            | Request::GetAttributes { queue_url }
+            | Request::ChangeVisibilityBatch { queue_url, .. } => Some(queue_url),
+            Request::CreateQueue { .. } => None,
+        }
+    }
 }
 
 /// One received message.
@@ -171,6 +184,8 @@ pub enum SqsError {
         code: String,
         message: String,
         attempts: u32,
+        /// What to change, when the error is a known misconfiguration ([`advice`]).
+        advice: Option<String>,
     },
     #[error("SQS {action}: unexpected response from {endpoint}: {message}")]
     Protocol {
@@ -211,6 +226,7 @@ pub fn is_throttling(code: &str) -> bool {
             | "AWS.SimpleQueueService.ServiceUnavailable"
             | "InternalError"
             | "InternalFailure"
+            | "KmsThrottled"
     )
 }
 
@@ -220,6 +236,14 @@ pub fn normalize_code(code: &str) -> String {
     let code = code.rsplit('#').next().unwrap_or(code);
     match code {
         "AWS.SimpleQueueService.NonExistentQueue" => "QueueDoesNotExist".into(),
+        // The query protocol's spelling of the KMS errors (the JSON protocol's in the SDKs).
+        "KMS.AccessDeniedException" => "KmsAccessDenied".into(),
+        "KMS.DisabledException" => "KmsDisabled".into(),
+        "KMS.NotFoundException" => "KmsNotFound".into(),
+        "KMS.InvalidStateException" | "KMS.KMSInvalidStateException" => "KmsInvalidState".into(),
+        "KMS.InvalidKeyUsageException" => "KmsInvalidKeyUsage".into(),
+        "KMS.OptInRequired" => "KmsOptInRequired".into(),
+        "KMS.ThrottlingException" => "KmsThrottled".into(),
         other => other.to_string(),
     }
 }

@@ -310,6 +310,7 @@ fn decode_error(
         code,
         message,
         attempts: 1,
+        advice: None,
     }
 }
 

@@ -595,3 +595,32 @@ pub fn fault_proxy(upstream: &str, fault_percent: u32, stall: Duration) -> Fault
         stall_all,
     }
 }
+
+/// One SNS API call (query protocol) on LocalStack, through curl: LocalStack routes it by the
+/// service in the credential scope and does not check the signature. Returns the response XML.
+pub fn sns_call(region: &str, params: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--fail-with-body", "-m", "30", &env().localstack, "-H"])
+        .arg(format!(
+            "Authorization: AWS4-HMAC-SHA256 Credential=test/20261201/{region}/sns/aws4_request, SignedHeaders=host, Signature=00"
+        ))
+        .args(["--data-urlencode", "Version=2010-03-31"]);
+    for (k, v) in params {
+        cmd.args(["--data-urlencode", &format!("{k}={v}")]);
+    }
+    let out = cmd.output().expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "SNS {params:?}: {body}");
+    body
+}
+
+/// The text of the first `<tag>` of an XML document.
+pub fn xml_tag(xml: &str, tag: &str) -> String {
+    let start = xml
+        .find(&format!("<{tag}>"))
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + tag.len()
+        + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>")).unwrap();
+    xml[start..end].to_string()
+}

@@ -31,7 +31,7 @@ fn compose_file_names_the_right_images_ports_and_init_scripts() {
         vec!["127.0.0.1:4566:4566"],
         "loopback only"
     );
-    assert_eq!(ls["environment"]["SERVICES"].as_str(), Some("sqs"));
+    assert_eq!(ls["environment"]["SERVICES"].as_str(), Some("sqs,sns"));
     let volumes = strs(&ls["volumes"]);
     assert!(volumes.contains(
         &"./localstack/init-login-queue.sh:/etc/localstack/init/ready.d/init-login-queue.sh:ro"

@@ -8,5 +8,6 @@ mod faults;
 mod hardening;
 mod privacy;
 mod sqs;
+mod topologies;
 mod upgrade;
 mod workers;
