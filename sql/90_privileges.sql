@@ -7,6 +7,7 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.sqs_pull(text, integer, integer, integer),
     @extschema@.sqs_delete(text, text[]),
     @extschema@.sqs_send(text, text[]),
+    @extschema@.sqs_send(text, text[], text),
     @extschema@.sqs_create_queue(text, jsonb),
     @extschema@.sqs_queue_attributes(text),
     @extschema@.mask_pii(text),
@@ -38,6 +39,8 @@ COMMENT ON FUNCTION @extschema@.sqs_delete(text, text[]) IS
   'Delete messages by receipt handle (DeleteMessageBatch, chunks of 10 in parallel); returns how many were deleted; failed entries raise a WARNING.';
 COMMENT ON FUNCTION @extschema@.sqs_send(text, text[]) IS
   'Send messages (SendMessageBatch, chunks of <= 10 and <= 256 KiB in parallel); returns how many were sent; failed entries raise a WARNING.';
+COMMENT ON FUNCTION @extschema@.sqs_send(text, text[], text) IS
+  'Send messages in one message group (what a FIFO queue requires), in order, each with its own deduplication id (a retried request is not sent twice); returns how many were sent.';
 COMMENT ON FUNCTION @extschema@.sqs_create_queue(text, jsonb) IS
   'Create a queue if it does not exist (idempotent) and return its URL. Optional attributes, e.g. {"VisibilityTimeout": "60"}.';
 COMMENT ON FUNCTION @extschema@.sqs_queue_attributes(text) IS

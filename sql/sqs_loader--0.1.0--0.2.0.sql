@@ -1027,6 +1027,21 @@ AS 'MODULE_PATHNAME', 'parse_login_wrapper';
 COMMENT ON FUNCTION sqs_loader.parse_login(text) IS
   'Validate and flatten a message body, unwrapping an SNS notification or EventBridge event (envelope, event_at: its kind and time); reject_reason/reject_detail are set when it is not a login event.';
 
+-- ---------------------------------------------------------------- FIFO queues (#14)
+-- sqs_send() to a message group: an overload, so grants on sqs_send(text, text[]) stay.
+CREATE FUNCTION @extschema@."sqs_send"(
+	"queue_url" TEXT,
+	"bodies" TEXT[],
+	"message_group_id" TEXT
+) RETURNS INT
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sqs_send_to_group_wrapper';
+REVOKE EXECUTE ON FUNCTION @extschema@.sqs_send(text, text[], text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.sqs_send(text, text[], text) IS
+  'Send messages in one message group (what a FIFO queue requires), in order, each with its own deduplication id (a retried request is not sent twice); returns how many were sent.';
+
 -- ---------------------------------------------------------------- privileges (as a fresh install)
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA sqs_loader FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA sqs_loader FROM PUBLIC;

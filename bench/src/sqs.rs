@@ -71,7 +71,7 @@ impl Sqs {
     pub fn send(&self, url: &str, bodies: &[String]) {
         let out = self
             .client
-            .send(url, bodies)
+            .send(url, bodies, None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(out.failed.is_empty(), "{:?}", out.failed);
     }

@@ -1,13 +1,13 @@
-//! The message parser on arbitrary bodies: a login event within the documented limits, or a
-//! rejection with a documented reason; never a panic.
+//! The message parser on arbitrary bodies (bare or in an SNS/EventBridge envelope): a login event
+//! within the documented limits, or a rejection with a documented reason; never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use sqs_loader::login;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(data) else { return };
-    match login::parse(body) {
-        Ok(e) => {
+    match login::parse_message(body) {
+        Ok(login::Parsed { event: e, .. }) => {
             assert!(!e.user_id.is_empty() && e.user_id.chars().count() <= login::MAX_USER_ID);
             assert!(e.device_type.as_ref().is_none_or(|d| d.chars().count() <= login::MAX_SHORT));
             assert!(e.locale.as_ref().is_none_or(|l| l.chars().count() <= login::MAX_SHORT));

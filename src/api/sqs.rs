@@ -93,10 +93,32 @@ fn sqs_delete(queue_url: &str, receipt_handles: Vec<Option<String>>) -> Result<i
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn sqs_send(queue_url: &str, bodies: Vec<Option<String>>) -> Result<i32, ErrorReport> {
+    send(queue_url, bodies, None)
+}
+
+/// The same to a FIFO queue (or with a message group on a standard queue): every message in
+/// `message_group_id`, in the order of `bodies`, each with a deduplication id of its own.
+/// (An overload rather than a new default argument, so grants on sqs_send(text, text[]) made
+/// before 0.2.0 stay as they are.)
+#[pg_extern(name = "sqs_send", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn sqs_send_to_group(
+    queue_url: &str,
+    bodies: Vec<Option<String>>,
+    message_group_id: &str,
+) -> Result<i32, ErrorReport> {
+    send(queue_url, bodies, Some(message_group_id.to_string()))
+}
+
+fn send(
+    queue_url: &str,
+    bodies: Vec<Option<String>>,
+    group: Option<String>,
+) -> Result<i32, ErrorReport> {
     let bodies = non_null(bodies, "bodies")?;
     let client = sqs_client::for_queue(queue_url)?;
     let url = queue_url.to_string();
-    let out = off_thread(client, move |c| c.send(&url, &bodies))?;
+    let out = off_thread(client, move |c| c.send(&url, &bodies, group.as_deref()))?;
     warn_failures("sqs_send", &out);
     Ok(out.succeeded as i32)
 }

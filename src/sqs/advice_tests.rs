@@ -16,6 +16,7 @@ fn advise(
         Request::SendBatch {
             queue_url: queue_url.into(),
             entries: vec![("0".into(), "{}".into())],
+            fifo: None,
         }
     } else {
         Request::Receive {
@@ -23,6 +24,7 @@ fn advise(
             max_messages: 10,
             visibility_timeout: None,
             wait_seconds: 0,
+            attempt_id: None,
         }
     };
     let ep = for_queue_url(queue_url, endpoint_override, region).unwrap();

@@ -5,7 +5,7 @@
 use super::credentials::{self, Configured, Credentials, Env};
 use super::endpoint::Endpoint;
 use super::http::{self, CallOptions};
-use super::{BatchFailure, Message, Request, Response, SqsError};
+use super::{is_fifo, random_id, BatchFailure, Message, Request, Response, SqsError};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -166,6 +166,7 @@ impl Client {
                 max_messages: args.n.min(BATCH_ENTRIES) as u32,
                 visibility_timeout: args.visibility_timeout,
                 wait_seconds: args.wait_seconds,
+                attempt_id: is_fifo(queue_url).then(random_id),
             };
             let wait = Duration::from_secs(args.wait_seconds as u64);
             first = match self.call(&creds, &req, wait)? {
@@ -218,6 +219,7 @@ impl Client {
                         max_messages: ask as u32,
                         visibility_timeout: args.visibility_timeout,
                         wait_seconds: args.wait_seconds,
+                        attempt_id: is_fifo(queue_url).then(random_id),
                     };
                     let failure = match self.call(creds, &req, wait) {
                         Ok(Response::Received(msgs)) => {
@@ -337,12 +339,36 @@ impl Client {
     }
 
     /// SendMessageBatch in chunks of ≤ 10 entries and ≤ 256 KiB.
-    pub fn send(&self, queue_url: &str, bodies: &[String]) -> Result<BatchOutcome, SqsError> {
+    /// SendMessageBatch; a FIFO queue needs `message_group_id` (every message gets it, and a
+    /// deduplication id of its own).
+    pub fn send(
+        &self,
+        queue_url: &str,
+        bodies: &[String],
+        message_group_id: Option<&str>,
+    ) -> Result<BatchOutcome, SqsError> {
+        if is_fifo(queue_url) && message_group_id.is_none() {
+            return Err(SqsError::InvalidArgument(
+                "a FIFO queue needs a message group id: sqs_send(queue_url, bodies, message_group_id)".into(),
+            ));
+        }
         let chunks = chunk_by_size(&bodies.iter().map(String::len).collect::<Vec<_>>());
-        self.run_batches(bodies, &chunks, |entries| Request::SendBatch {
+        let make = |entries| Request::SendBatch {
             queue_url: queue_url.to_string(),
             entries,
-        })
+            fifo: message_group_id.map(|g| (g.to_string(), random_id())),
+        };
+        if message_group_id.is_none() {
+            return self.run_batches(bodies, &chunks, make);
+        }
+        // One group is one sequence: its chunks go one after the other, in order.
+        let mut outcome = BatchOutcome::default();
+        for chunk in chunks {
+            let o = self.run_batches(bodies, std::slice::from_ref(&chunk), make)?;
+            outcome.succeeded += o.succeeded;
+            outcome.failed.extend(o.failed);
+        }
+        Ok(outcome)
     }
 
     /// CreateQueue (idempotent): the queue URL.

@@ -77,7 +77,7 @@ fn a_long_poll_waits_alone_then_short_polls_fill_the_batch() {
 fn batches_send_everything_once_and_name_failed_entries() {
     let (fake, c) = fake_with(0);
     let bodies: Vec<String> = (0..35).map(|i| format!("b{i}")).collect();
-    assert_eq!(c.send(Q, &bodies).unwrap().succeeded, 35);
+    assert_eq!(c.send(Q, &bodies, None).unwrap().succeeded, 35);
     // Parallel requests arrive in any order; each body arrives once.
     let mut arrived = lock(&fake.queue).clone();
     arrived.sort_by_key(|b| b[1..].parse::<usize>().unwrap());

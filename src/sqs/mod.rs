@@ -58,6 +58,10 @@ pub enum Request {
         max_messages: u32,
         visibility_timeout: Option<i32>,
         wait_seconds: i32,
+        /// FIFO queues: the ReceiveRequestAttemptId, the same for every retry of this receive,
+        /// so that a retry after a lost reply gets the same messages instead of leaving them
+        /// (and their message groups) locked until their visibility timeout.
+        attempt_id: Option<String>,
     },
     DeleteBatch {
         queue_url: String,
@@ -68,6 +72,10 @@ pub enum Request {
         queue_url: String,
         /// (entry id, message body)
         entries: Vec<(String, String)>,
+        /// FIFO queues: the MessageGroupId of every entry, and a MessageDeduplicationId prefix
+        /// made for this request (the entry id completes it): a retried request is deduplicated
+        /// by SQS, a new call is sent again.
+        fifo: Option<(String, String)>,
     },
     CreateQueue {
         name: String,
@@ -107,6 +115,24 @@ impl Request {
             Request::CreateQueue { .. } => None,
         }
     }
+}
+
+/// Whether a queue URL names a FIFO queue (its name ends in `.fifo`).
+pub fn is_fifo(queue_url: &str) -> bool {
+    queue_url.trim_end_matches('/').ends_with(".fifo")
+}
+
+/// A random id for ReceiveRequestAttemptId / MessageDeduplicationId (hex, 32 characters).
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One received message.

@@ -32,6 +32,7 @@ fn encode_json(req: &Request) -> HttpRequest {
             max_messages,
             visibility_timeout,
             wait_seconds,
+            attempt_id,
         } => {
             let mut v = json!({
                 "QueueUrl": queue_url,
@@ -40,6 +41,9 @@ fn encode_json(req: &Request) -> HttpRequest {
                 "AttributeNames": ["All"],
                 "MessageSystemAttributeNames": ["All"],
             });
+            if let Some(a) = attempt_id {
+                v["ReceiveRequestAttemptId"] = json!(a);
+            }
             if let Some(vt) = visibility_timeout {
                 v["VisibilityTimeout"] = json!(vt);
             }
@@ -49,9 +53,20 @@ fn encode_json(req: &Request) -> HttpRequest {
             "QueueUrl": queue_url,
             "Entries": entries.iter().map(|(id, rh)| json!({"Id": id, "ReceiptHandle": rh})).collect::<Vec<_>>(),
         }),
-        Request::SendBatch { queue_url, entries } => json!({
+        Request::SendBatch {
+            queue_url,
+            entries,
+            fifo,
+        } => json!({
             "QueueUrl": queue_url,
-            "Entries": entries.iter().map(|(id, b)| json!({"Id": id, "MessageBody": b})).collect::<Vec<_>>(),
+            "Entries": entries.iter().map(|(id, b)| {
+                let mut e = json!({"Id": id, "MessageBody": b});
+                if let Some((group, dedup)) = fifo {
+                    e["MessageGroupId"] = json!(group);
+                    e["MessageDeduplicationId"] = json!(format!("{dedup}-{id}"));
+                }
+                e
+            }).collect::<Vec<_>>(),
         }),
         Request::CreateQueue { name, attributes } => {
             let mut v = json!({ "QueueName": name });
@@ -93,8 +108,12 @@ fn encode_query(req: &Request) -> HttpRequest {
             max_messages,
             visibility_timeout,
             wait_seconds,
+            attempt_id,
         } => {
             f.append_pair("QueueUrl", queue_url);
+            if let Some(a) = attempt_id {
+                f.append_pair("ReceiveRequestAttemptId", a);
+            }
             f.append_pair("MaxNumberOfMessages", &max_messages.to_string());
             f.append_pair("WaitTimeSeconds", &wait_seconds.to_string());
             f.append_pair("AttributeName.1", "All");
@@ -113,7 +132,11 @@ fn encode_query(req: &Request) -> HttpRequest {
                 None,
             );
         }
-        Request::SendBatch { queue_url, entries } => {
+        Request::SendBatch {
+            queue_url,
+            entries,
+            fifo,
+        } => {
             f.append_pair("QueueUrl", queue_url);
             query_entries(
                 &mut f,
@@ -122,6 +145,16 @@ fn encode_query(req: &Request) -> HttpRequest {
                 entries,
                 None,
             );
+            if let Some((group, dedup)) = fifo {
+                for (i, (id, _)) in entries.iter().enumerate() {
+                    let p = format!("SendMessageBatchRequestEntry.{}", i + 1);
+                    f.append_pair(&format!("{p}.MessageGroupId"), group);
+                    f.append_pair(
+                        &format!("{p}.MessageDeduplicationId"),
+                        &format!("{dedup}-{id}"),
+                    );
+                }
+            }
         }
         Request::CreateQueue { name, attributes } => {
             f.append_pair("QueueName", name);

@@ -67,6 +67,7 @@ fn receive() -> Request {
         max_messages: 10,
         visibility_timeout: Some(30),
         wait_seconds: 0,
+        attempt_id: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn query_requests_are_form_encoded() {
         &Request::SendBatch {
             queue_url: "u".into(),
             entries: vec![("0".into(), "a&b=c \"é\"".into()), ("1".into(), "x".into())],
+            fifo: None,
         },
     );
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&r.body).into_owned().collect();
@@ -301,7 +303,7 @@ proptest::proptest! {
         let reqs = [
             receive(),
             Request::DeleteBatch { queue_url: "u".into(), entries: vec![] },
-            Request::SendBatch { queue_url: "u".into(), entries: vec![] },
+            Request::SendBatch { queue_url: "u".into(), entries: vec![], fifo: None },
             Request::CreateQueue { name: "q".into(), attributes: BTreeMap::new() },
             Request::GetAttributes { queue_url: "u".into() },
         ];
@@ -344,4 +346,45 @@ fn garbage_is_a_protocol_error_not_a_panic() {
         "e",
     );
     assert!(matches!(e, Err(SqsError::Protocol { .. })));
+}
+
+#[test]
+fn fifo_receive_attempt_and_send_group_in_both_protocols() {
+    let recv = Request::Receive {
+        queue_url: "http://localhost:4566/000000000000/q.fifo".into(),
+        max_messages: 10,
+        visibility_timeout: None,
+        wait_seconds: 0,
+        attempt_id: Some("a1b2".into()),
+    };
+    let j = encode(Protocol::Json, &recv);
+    let v: Value = serde_json::from_slice(&j.body).unwrap();
+    assert_eq!(v["ReceiveRequestAttemptId"], "a1b2");
+    let q = String::from_utf8(encode(Protocol::Query, &recv).body).unwrap();
+    assert!(q.contains("ReceiveRequestAttemptId=a1b2"), "{q}");
+    // Without an attempt id (standard queues) the parameter is absent.
+    let j = encode(Protocol::Json, &receive());
+    assert!(serde_json::from_slice::<Value>(&j.body)
+        .unwrap()
+        .get("ReceiveRequestAttemptId")
+        .is_none());
+
+    let send = Request::SendBatch {
+        queue_url: "http://localhost:4566/000000000000/q.fifo".into(),
+        entries: vec![("0".into(), "a".into()), ("1".into(), "b".into())],
+        fifo: Some(("g1".into(), "n9".into())),
+    };
+    let v: Value = serde_json::from_slice(&encode(Protocol::Json, &send).body).unwrap();
+    assert_eq!(v["Entries"][1]["MessageGroupId"], "g1");
+    assert_eq!(v["Entries"][0]["MessageDeduplicationId"], "n9-0");
+    assert_eq!(v["Entries"][1]["MessageDeduplicationId"], "n9-1");
+    let q = String::from_utf8(encode(Protocol::Query, &send).body).unwrap();
+    assert!(
+        q.contains("SendMessageBatchRequestEntry.2.MessageGroupId=g1"),
+        "{q}"
+    );
+    assert!(
+        q.contains("SendMessageBatchRequestEntry.2.MessageDeduplicationId=n9-1"),
+        "{q}"
+    );
 }

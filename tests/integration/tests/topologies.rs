@@ -440,3 +440,108 @@ fn without_poison_handling_sqs_moves_the_whole_batch_and_a_redrive_loads_it_once
     );
     assert_eq!(queue_depth(&mut c, &dlq), (0, 0));
 }
+
+#[test]
+fn a_fifo_queue_loads_each_group_in_order_exactly_once_through_a_kill() {
+    let _g = shared();
+    let db = TestDb::new("fifo");
+    let mut c = db.client();
+    let name = format!("it-fifo-{}.fifo", random_suffix());
+    c.batch_execute(&format!("SET sqs_loader.endpoint = '{}'", env().localstack))
+        .unwrap();
+    let url: String = c
+        .query_one(
+            "SELECT sqs_create_queue($1, '{\"FifoQueue\": \"true\", \"ContentBasedDeduplication\": \"false\"}')",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("RESET sqs_loader.endpoint").unwrap();
+    assert!(url.ends_with(".fifo"), "{url}");
+    // Without a group, a FIFO queue refuses: said before any request is made.
+    let err = c
+        .query_one("SELECT sqs_send($1, ARRAY['{}'])", &[&url])
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023", "{err:?}");
+    // The order rows are committed in: each insert records its transaction.
+    c.batch_execute(
+        "CREATE TABLE it_order(user_id text, xid xid8 DEFAULT pg_current_xact_id());
+         CREATE FUNCTION it_log() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO public.it_order(user_id) VALUES (NEW.user_id); RETURN NEW; END $$;
+         CREATE TRIGGER it_log AFTER INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION it_log();",
+    )
+    .unwrap();
+    let (groups, per_group) = (3, 120);
+    for g in 0..groups {
+        let bodies: Vec<String> = (0..per_group)
+            .map(|i| {
+                format!(r#"{{"user_id":"g{g}-{i:04}","app_version":"1.{g}","ip":"10.9.{g}.{}","device_id":"d{i}"}}"#, i % 50)
+            })
+            .collect();
+        let sent: i32 = c
+            .query_one(
+                "SELECT sqs_send($1, $2, $3)",
+                &[&url, &bodies, &format!("g{g}")],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(sent, per_group);
+    }
+    c.batch_execute(&format!(
+        "ALTER DATABASE {0} SET sqs_loader.batch_size = 20; ALTER DATABASE {0} SET sqs_loader.visibility_timeout = 3",
+        db.name
+    ))
+    .unwrap();
+    // A run killed once it has committed a batch or two.
+    let (dbname, u) = (db.name.clone(), url.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = std::thread::spawn(move || {
+        let mut c = connect(&dbname);
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        tx.send(pid).unwrap();
+        c.query_one("CALL load_user_logins($1)", &[&u]).map(|_| ())
+    });
+    let pid = rx.recv().unwrap();
+    let mut admin = connect(&db.name);
+    wait_until(Duration::from_secs(30), "a committed batch", || {
+        count(
+            &mut admin,
+            "SELECT count(*) FROM sqs_loader.processed_messages",
+        ) > 0
+    });
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let killed = run.join().unwrap();
+    let total = (groups * per_group) as i64;
+    wait_until(Duration::from_secs(90), "every message loaded", || {
+        let _ = admin.query_one("CALL load_user_logins($1)", &[&url]);
+        count(
+            &mut admin,
+            "SELECT count(*) FROM sqs_loader.processed_messages",
+        ) == total
+    });
+    assert_eq!(count(&mut admin, "SELECT count(*) FROM user_logins"), total);
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(DISTINCT user_id) FROM user_logins"
+        ),
+        total
+    );
+    // Within each group, a later message never committed in an earlier transaction.
+    let out_of_order = count(
+        &mut admin,
+        "SELECT count(*) FROM (
+           SELECT xid::text::bigint < lag(xid::text::bigint) OVER (PARTITION BY split_part(user_id, '-', 1) ORDER BY user_id) AS back
+             FROM it_order) o
+          WHERE back",
+    );
+    assert_eq!(out_of_order, 0, "rows of a group committed out of order");
+    // Several transactions: the order held across batches, not within one.
+    assert!(count(&mut admin, "SELECT count(DISTINCT xid) FROM it_order") >= 6);
+    wait_until(Duration::from_secs(10), "the queue to be empty", || {
+        queue_depth(&mut admin, &url) == (0, 0)
+    });
+    eprintln!("fifo: the killed run ended with {killed:?}");
+}
