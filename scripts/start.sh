@@ -29,6 +29,21 @@ SELECT set_rsa_public_key(:'pub') AS rsa_key_fingerprint \gset
 SELECT sqs_create_queue('login-queue') AS queue_url \gset
 \if :nofill
 \else
+-- make etl loads what this sends: a background worker (the demo starts one) would take it first.
+-- It exits once its last long poll has ended (<= 20 s), giving back what that received.
+SELECT count(sqs_loader.stop_worker(queue_url)) > 0 AS stopped FROM sqs_loader.workers
+ WHERE queue_url = :'queue_url' \gset
+\if :stopped
+\echo stopped the background worker on :queue_url (SELECT sqs_loader.start_worker(...) starts it again)
+DO $$
+BEGIN
+  FOR i IN 1 .. 600 LOOP
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                           WHERE backend_type = 'sqs_loader worker' AND datname = current_database());
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+\endif
 CREATE TEMP TABLE sample(body text);
 \copy sample(body) FROM 'data/sample_login_messages.jsonl' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
 SELECT sqs_send(:'queue_url', array_agg(body)) AS sent FROM sample \gset

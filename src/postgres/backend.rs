@@ -53,8 +53,8 @@ pub fn wait<T>(rx: &mpsc::Receiver<T>) -> Result<T, ThreadError> {
     }
 }
 
-/// Like [`wait`], but gives up (None) once a loader worker was asked to stop: for long polls,
-/// whose messages, if any, then come back after their visibility timeout.
+/// Like [`wait`], but gives up (None) once a loader worker was asked to stop: for long polls.
+/// The caller keeps the receiver, to give back whatever the poll still receives.
 pub fn wait_unless_stopping<T>(rx: &mpsc::Receiver<T>) -> Result<Option<T>, ThreadError> {
     loop {
         match rx.recv_timeout(POLL) {

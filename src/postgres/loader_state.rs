@@ -162,10 +162,10 @@ pub fn release_prefetched() -> Result<usize> {
     let Some(p) = PREFETCH.with(|p| p.borrow_mut().take()) else {
         return Ok(0);
     };
-    let Some(received) = backend::wait_unless_stopping(&p.rx)? else {
-        return Ok(0);
-    };
-    let (msgs, group) = received?;
+    // Not given up when a worker is stopping: the receive ends within its long-poll wait, and
+    // what it got is given back now rather than hidden until its visibility timeout (an
+    // abandoned long poll can still be handed messages: LocalStack does it).
+    let (msgs, group) = backend::wait(&p.rx)??;
     if let (Some(hb), Some(g)) = (HEARTBEAT.with(|h| h.borrow().clone()), group) {
         hb.forget(g);
     }
@@ -200,8 +200,17 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
         Some(p) => p.rx,
         None => receive_in_background(&client, queue_url, args)?,
     };
-    // A worker asked to stop gives up a long poll: nothing received, the run ends.
+    // A worker asked to stop gives up waiting for a long poll: nothing received, the run ends.
+    // The poll is kept as if prefetched, so that run_end() gives back whatever it receives.
     let Some(received) = backend::wait_unless_stopping(&rx)? else {
+        PREFETCH.with(|p| {
+            *p.borrow_mut() = Some(Prefetch {
+                queue_url: queue_url.to_string(),
+                args,
+                client,
+                rx,
+            })
+        });
         return Ok(vec![]);
     };
     let (msgs, group) = received?;

@@ -46,7 +46,7 @@ fn stop_worker(c: &mut postgres::Client, url: &str) {
         .unwrap()
         .get(0);
     assert!(stopped);
-    wait_until(Duration::from_secs(30), "the workers to stop", || {
+    wait_until(Duration::from_secs(60), "the workers to stop", || {
         count(
             c,
             &format!(
@@ -436,5 +436,49 @@ fn a_visibility_timeout_too_short_for_the_heartbeat_is_warned_about() {
         w.iter()
             .any(|m| m.contains("too short for the visibility heartbeat")),
         "{w:?}"
+    );
+}
+
+#[test]
+fn a_stopped_worker_gives_back_what_its_last_long_poll_received() {
+    let _g = shared();
+    let db = TestDb::new("stop_poll");
+    let mut c = db.client();
+    let url = create_queue(&mut c, "it-stop-poll");
+    // Long visibility: a message the stopped worker kept would stay hidden for two minutes.
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET sqs_loader.visibility_timeout = 120",
+        db.name
+    ))
+    .unwrap();
+    c.query_one("SELECT sqs_loader.start_worker($1, 1, NULL, 20)", &[&url])
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the worker to poll", || {
+        count(
+            &mut c,
+            "SELECT count(*) FROM sqs_loader.load_runs WHERE mode = 'worker' AND status = 'running'",
+        ) == 1
+    });
+    // Stopped while its 20 s long poll waits; messages sent right after must not vanish into the
+    // poll the stopping worker gives up (what `make start` after `make demo` relies on).
+    let stopped: bool = c
+        .query_one("SELECT sqs_loader.stop_worker($1)", &[&url])
+        .unwrap()
+        .get(0);
+    assert!(stopped);
+    send(&mut c, &url, &login_events(5, "stop-poll", 100));
+    wait_until(Duration::from_secs(40), "the worker to exit", || {
+        worker_pids(&mut c).is_empty()
+    });
+    // Nothing hidden: each of the five is loaded (if the poll returned before the worker saw
+    // the stop) or visible again at once, none left in flight for two minutes.
+    wait_until(
+        Duration::from_secs(5),
+        "the five to be loaded or visible",
+        || {
+            let (visible, in_flight) = queue_depth(&mut c, &url);
+            let loaded = count(&mut c, "SELECT count(*) FROM user_logins");
+            in_flight == 0 && visible + loaded == 5
+        },
     );
 }
