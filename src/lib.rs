@@ -13,6 +13,7 @@ pub mod login;
 pub mod mask;
 mod postgres;
 pub mod redact;
+pub mod rfc3339;
 pub mod sqs;
 
 pgrx::extension_sql_file!("../sql/00_schema.sql", name = "schema", bootstrap);

@@ -35,7 +35,7 @@ impl Sqs {
                 configured: Configured {
                     access_key_id: Some("test".into()),
                     secret_access_key: Some("test".into()),
-                    session_token: None,
+                    ..Configured::default()
                 },
                 env: Env::default(),
                 opts: CallOptions {

@@ -47,6 +47,12 @@ static AWS_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 static AWS_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 static AWS_SESSION_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// A role to assume with whatever credentials the chain found (cross-account queues).
+static ROLE_ARN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The external id the role's trust policy asks for.
+static ROLE_EXTERNAL_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Where STS AssumeRole goes (empty: the regional endpoint).
+static STS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 // ---------------------------------------------------------------- load_user_logins()
 
@@ -106,6 +112,10 @@ pub fn configured_credentials() -> Configured {
         access_key_id: string(&AWS_ACCESS_KEY_ID),
         secret_access_key: string(&AWS_SECRET_ACCESS_KEY),
         session_token: string(&AWS_SESSION_TOKEN),
+        role_arn: string(&ROLE_ARN),
+        role_external_id: string(&ROLE_EXTERNAL_ID),
+        sts_endpoint: string(&STS_ENDPOINT),
+        region: region(),
     }
 }
 
@@ -351,6 +361,35 @@ fn define_credentials() {
         c"AWS session token (temporary credentials).",
         &AWS_SESSION_TOKEN,
     );
+    for (name, short, long, setting) in [
+        (
+            c"sqs_loader.role_arn",
+            c"An IAM role to assume (STS AssumeRole) with the credentials the chain found, e.g. a queue owner's role in another account.",
+            c"Empty: use the chain's credentials as they are. Superuser only.",
+            &ROLE_ARN,
+        ),
+        (
+            c"sqs_loader.role_external_id",
+            c"The external id sqs_loader.role_arn's trust policy requires.",
+            c"Superuser only.",
+            &ROLE_EXTERNAL_ID,
+        ),
+        (
+            c"sqs_loader.sts_endpoint",
+            c"STS endpoint for sqs_loader.role_arn (scheme://host[:port]).",
+            c"Empty: https://sts.<sqs_loader.region>.amazonaws.com. Superuser only.",
+            &STS_ENDPOINT,
+        ),
+    ] {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            long,
+            setting,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
+    }
 }
 
 fn define_loader() {

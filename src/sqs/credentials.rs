@@ -67,6 +67,12 @@ pub const ENV_VARS: &[&str] = &[
     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
     "AWS_EC2_METADATA_SERVICE_ENDPOINT",
     "AWS_EC2_METADATA_DISABLED",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
 ];
 
 impl Env {
@@ -86,24 +92,128 @@ impl Env {
     }
 }
 
-/// Static credentials from the `sqs_loader.aws_*` settings.
+/// What the settings say: static credentials (`sqs_loader.aws_*`), and a role to assume on top
+/// of whatever the chain finds (`sqs_loader.role_arn`, `role_external_id`, `sts_endpoint`).
 #[derive(Clone, Default)]
 pub struct Configured {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    pub role_arn: Option<String>,
+    pub role_external_id: Option<String>,
+    pub sts_endpoint: Option<String>,
+    /// `sqs_loader.region`: the STS region when `sts_endpoint` does not name one.
+    pub region: String,
 }
 
 /// The cache for credentials that came over HTTP (container endpoint or instance metadata).
 static CACHE: Mutex<Option<Credentials>> = Mutex::new(None);
 
+/// The assumed role's credentials, with what they were made from (role, external id, the
+/// access key that assumed it).
+static ROLE_CACHE: Mutex<Option<(String, Credentials)>> = Mutex::new(None);
+
 /// Forget cached credentials (after the provider rejected them, or in tests).
 pub fn clear_cache() {
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *ROLE_CACHE.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-/// Resolve credentials, first provider that yields wins.
+/// Resolve credentials: the first provider of the chain that yields wins; with
+/// `sqs_loader.role_arn`, they then assume that role.
 pub fn resolve(
+    configured: &Configured,
+    env: &Env,
+    agent: &ureq::Agent,
+) -> Result<Credentials, SqsError> {
+    let base = resolve_chain(configured, env, agent)?;
+    let Some(role) = configured.role_arn.as_deref() else {
+        return Ok(base);
+    };
+    let key = format!(
+        "{role}\n{}\n{}",
+        configured.role_external_id.as_deref().unwrap_or_default(),
+        base.access_key_id
+    );
+    if let Some((k, c)) = ROLE_CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        if *k == key && c.fresh(SystemTime::now()) {
+            return Ok(c.clone());
+        }
+    }
+    let c = assume_role(configured, role, &base, agent)?;
+    *ROLE_CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, c.clone()));
+    Ok(c)
+}
+
+/// STS AssumeRole, signed with `base`.
+fn assume_role(
+    configured: &Configured,
+    role_arn: &str,
+    base: &Credentials,
+    agent: &ureq::Agent,
+) -> Result<Credentials, SqsError> {
+    const P: &str = "sqs_loader.role_arn (STS AssumeRole)";
+    let endpoint = configured
+        .sts_endpoint
+        .as_deref()
+        .map(|e| e.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", configured.region));
+    let host = endpoint.split("://").nth(1).unwrap_or_default();
+    let region =
+        super::endpoint::region_from_host(host.split(['/', ':']).next().unwrap_or_default())
+            .unwrap_or_else(|| configured.region.clone());
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Action", "AssumeRole")
+        .append_pair("Version", "2011-06-15")
+        .append_pair("RoleArn", role_arn)
+        .append_pair(
+            "RoleSessionName",
+            &format!("sqs_loader-{}", std::process::id()),
+        );
+    if let Some(x) = &configured.role_external_id {
+        form.append_pair("ExternalId", x);
+    }
+    let req = super::wire::HttpRequest {
+        path: "/",
+        headers: vec![(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        )],
+        body: form.finish().into_bytes(),
+    };
+    let url = format!("{endpoint}/");
+    let signed =
+        super::sign::signed_headers_for("sts", &req, &url, base, &region, SystemTime::now())?;
+    let mut r = agent
+        .post(&url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build();
+    for (k, v) in req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(signed)
+    {
+        r = r.header(k, v);
+    }
+    let mut resp = r
+        .send(&req.body[..])
+        .map_err(|e| http_fail(P, "request failed", e))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| http_fail(P, "reading the response", e))?;
+    sts_credentials(&body, status, P)
+}
+
+fn resolve_chain(
     configured: &Configured,
     env: &Env,
     agent: &ureq::Agent,
@@ -151,11 +261,17 @@ pub fn resolve(
         }
     }
     let mut tried = vec!["sqs_loader.aws_* settings", "environment"];
-    let fetched = if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
+    let fetched = if let (Some(role), Some(file)) = (
+        env.get("AWS_ROLE_ARN"),
+        env.get("AWS_WEB_IDENTITY_TOKEN_FILE"),
+    ) {
+        Some(web_identity(env, role, file, agent)?)
+    } else if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
         || env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
     {
         Some(container(env, agent)?)
     } else {
+        tried.push("web identity (not configured)");
         tried.push("container endpoint (not configured)");
         if env
             .get("AWS_EC2_METADATA_DISABLED")
@@ -300,6 +416,123 @@ fn container(env: &Env, agent: &ureq::Agent) -> Result<Credentials, SqsError> {
     to_credentials(c, "container credentials endpoint")
 }
 
+/// EKS IRSA (and any OIDC federation): `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, exchanged
+/// with STS AssumeRoleWithWebIdentity (an unsigned call: the token is the proof). The token file
+/// is read at every exchange (the kubelet rotates it); the credentials are cached and refreshed
+/// before they expire. STS is `AWS_ENDPOINT_URL_STS`, else the regional endpoint of `AWS_REGION`.
+fn web_identity(
+    env: &Env,
+    role_arn: &str,
+    token_file: &str,
+    agent: &ureq::Agent,
+) -> Result<Credentials, SqsError> {
+    const P: &str = "web identity (STS AssumeRoleWithWebIdentity)";
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| http_fail(P, "cannot read AWS_WEB_IDENTITY_TOKEN_FILE", e))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(http_fail(
+            P,
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "the file is empty",
+        ));
+    }
+    let endpoint = match env.get("AWS_ENDPOINT_URL_STS") {
+        Some(e) => e.trim_end_matches('/').to_string(),
+        None => {
+            let region = env
+                .get("AWS_REGION")
+                .or_else(|| env.get("AWS_DEFAULT_REGION"))
+                .unwrap_or("us-east-1");
+            format!("https://sts.{region}.amazonaws.com")
+        }
+    };
+    let session = env
+        .get("AWS_ROLE_SESSION_NAME")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqs_loader-{}", std::process::id()));
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", "AssumeRoleWithWebIdentity")
+        .append_pair("Version", "2011-06-15")
+        .append_pair("RoleArn", role_arn)
+        .append_pair("RoleSessionName", &session)
+        .append_pair("WebIdentityToken", &token)
+        .finish();
+    let secrets = [token.as_str()];
+    let mut resp = agent
+        .post(&format!("{endpoint}/"))
+        .config()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send(form.as_bytes())
+        .map_err(|e| {
+            http_fail(
+                P,
+                "request failed",
+                super::http::redact(&e.to_string(), &secrets),
+            )
+        })?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| http_fail(P, "reading the response", e))?;
+    sts_credentials(&body, status, P).map_err(|e| match e {
+        SqsError::Credentials { provider, message } => SqsError::Credentials {
+            provider,
+            message: super::http::redact(&message, &secrets),
+        },
+        other => other,
+    })
+}
+
+/// The credentials of an STS AssumeRole* response (or its error, as the message).
+pub fn sts_credentials(
+    body: &str,
+    status: u16,
+    provider: &'static str,
+) -> Result<Credentials, SqsError> {
+    let doc = super::xml::parse(body).map_err(|_| {
+        http_fail(
+            provider,
+            "bad response",
+            format!("HTTP status {status}, not an STS document"),
+        )
+    })?;
+    if let Some(err) = doc.find("Error") {
+        return Err(http_fail(
+            provider,
+            err.child_text("Code").unwrap_or("error"),
+            err.child_text("Message").unwrap_or_default(),
+        ));
+    }
+    let c = doc.find("Credentials").ok_or_else(|| {
+        http_fail(
+            provider,
+            "bad response",
+            format!("HTTP status {status}, no Credentials"),
+        )
+    })?;
+    let field = |n: &str| {
+        c.child_text(n)
+            .map(str::to_string)
+            .ok_or_else(|| http_fail(provider, "bad response", format!("no {n}")))
+    };
+    to_credentials(
+        HttpCreds {
+            access_key_id: field("AccessKeyId")?,
+            secret_access_key: field("SecretAccessKey")?,
+            token: Some(field("SessionToken")?),
+            expiration: Some(field("Expiration")?),
+            code: None,
+        },
+        provider,
+    )
+}
+
 enum ImdsError {
     /// Not on EC2 (or IMDS unreachable): the chain simply has no credentials.
     Unavailable(String),
@@ -375,49 +608,12 @@ fn imds(env: &Env, agent: &ureq::Agent) -> Result<Credentials, ImdsError> {
     to_credentials(c, "EC2 instance metadata").map_err(ImdsError::Failed)
 }
 
-/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into a SystemTime.
+/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into a SystemTime (milliseconds kept).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    if s.len() < 20 || s.as_bytes()[4] != b'-' || s.as_bytes()[10] != b'T' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &r[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
-            let oh: i64 = o[1..3].parse().ok()?;
-            let om: i64 = o[4..6].parse().ok()?;
-            let v = oh * 3600 + om * 60;
-            if o.starts_with('-') {
-                -v
-            } else {
-                v
-            }
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    u64::try_from(secs)
+    let ms = crate::rfc3339::parse_ms(s.trim())?;
+    u64::try_from(ms)
         .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 #[cfg(test)]

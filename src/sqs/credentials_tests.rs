@@ -15,9 +15,9 @@ fn agent() -> ureq::Agent {
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 answering from a routing function
-/// (method, path, headers) -> (status, body). Returns its base URL and a request counter.
+/// (method, path, headers, body) -> (status, body). Returns its base URL and a request counter.
 fn fake_server(
-    route: impl Fn(&str, &str, &[(String, String)]) -> (u16, String) + Send + Sync + 'static,
+    route: impl Fn(&str, &str, &[(String, String)], &str) -> (u16, String) + Send + Sync + 'static,
 ) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -53,7 +53,7 @@ fn fake_server(
             }
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
-            let (status, body) = route(&method, &path, &headers);
+            let (status, body) = route(&method, &path, &headers, &String::from_utf8_lossy(&body));
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -83,7 +83,7 @@ fn settings_then_environment() {
     let conf = Configured {
         access_key_id: Some("AKIA1".into()),
         secret_access_key: Some("s1".into()),
-        session_token: None,
+        ..Configured::default()
     };
     let e = env(&[
         ("AWS_ACCESS_KEY_ID", "AKIA2"),
@@ -109,7 +109,7 @@ fn settings_then_environment() {
 fn imdsv2_flow_and_cache() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     clear_cache();
-    let (base, hits) = fake_server(|method, path, headers| {
+    let (base, hits) = fake_server(|method, path, headers, _| {
         let token_ok = headers
             .iter()
             .any(|(k, v)| k == "x-aws-ec2-metadata-token" && v == "TOK");
@@ -146,7 +146,7 @@ fn imdsv2_flow_and_cache() {
 fn imds_refreshes_expiring_credentials() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     clear_cache();
-    let (base, hits) = fake_server(|method, path, _| match (method, path) {
+    let (base, hits) = fake_server(|method, path, _, _| match (method, path) {
         ("PUT", _) => (200, "T".into()),
         (_, "/latest/meta-data/iam/security-credentials/") => (200, "r".into()),
         // Expires in the refresh margin: every call fetches again.
@@ -163,7 +163,7 @@ fn imds_refreshes_expiring_credentials() {
 fn container_endpoint_with_token_file() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     clear_cache();
-    let (base, _) = fake_server(|_, path, headers| {
+    let (base, _) = fake_server(|_, path, headers, _| {
         let auth = headers
             .iter()
             .any(|(k, v)| k == "authorization" && v == "secret-auth");
@@ -251,7 +251,7 @@ fn rfc3339() {
     );
     assert_eq!(
         parse_rfc3339("2023-11-14T23:13:20.123+01:00"),
-        Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123))
     );
     assert_eq!(
         parse_rfc3339("2024-02-29T00:00:00Z"),
@@ -259,4 +259,138 @@ fn rfc3339() {
     );
     assert_eq!(parse_rfc3339("yesterday"), None);
     assert_eq!(parse_rfc3339("2023-13-01T00:00:00Z"), None);
+}
+
+const STS_OK: &str = r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:ingest:sqs-loader</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/sqs-loader/sqs_loader-1</Arn>
+      <AssumedRoleId>AROACLKWSDQRAOEXAMPLE:sqs_loader-1</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>IQoJb3JpZ2luX2VjEXAMPLE</SessionToken>
+      <SecretAccessKey>wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY</SecretAccessKey>
+      <Expiration>2099-01-01T00:00:00Z</Expiration>
+      <AccessKeyId>ASIAIOSFODNN7EXAMPLE</AccessKeyId>
+    </Credentials>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#;
+
+#[test]
+fn web_identity_exchanges_the_token_file_unsigned_and_caches() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    clear_cache();
+    let (base, hits) = fake_server(|method, path, headers, body| {
+        let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let has = |k: &str, v: &str| form.iter().any(|(a, b)| a == k && b == v);
+        let unsigned = !headers.iter().any(|(k, _)| k == "authorization");
+        if method == "POST"
+            && path == "/"
+            && unsigned
+            && has("Action", "AssumeRoleWithWebIdentity")
+            && has("RoleArn", "arn:aws:iam::123456789012:role/sqs-loader")
+            && has("RoleSessionName", "ingest")
+            && has("WebIdentityToken", "eyJhbGciOiJSUzI1NiJ9.token-1")
+        {
+            (200, STS_OK.to_string())
+        } else {
+            (400, format!("<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>rejected {}</Message></Error></ErrorResponse>", body.replace('&', " ")))
+        }
+    });
+    let file = std::env::temp_dir().join(format!("sqs_loader_wi_{}", std::process::id()));
+    std::fs::write(&file, "eyJhbGciOiJSUzI1NiJ9.token-1\n").unwrap();
+    let e = env(&[
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/sqs-loader"),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", file.to_str().unwrap()),
+        ("AWS_ROLE_SESSION_NAME", "ingest"),
+        ("AWS_ENDPOINT_URL_STS", &base),
+        // Web identity comes before instance metadata: this must never be asked.
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9"),
+    ]);
+    let c = resolve(&Configured::default(), &e, &agent()).unwrap();
+    assert_eq!(c.provider, "web identity (STS AssumeRoleWithWebIdentity)");
+    assert_eq!(c.access_key_id, "ASIAIOSFODNN7EXAMPLE");
+    assert_eq!(c.session_token.as_deref(), Some("IQoJb3JpZ2luX2VjEXAMPLE"));
+    assert!(c.expires_at.is_some());
+    // Cached until shortly before it expires.
+    resolve(&Configured::default(), &e, &agent()).unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // A rotated token that STS refuses: the error says so and never shows the token.
+    clear_cache();
+    std::fs::write(&file, "eyJhbGciOiJSUzI1NiJ9.token-2").unwrap();
+    let err = resolve(&Configured::default(), &e, &agent())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("InvalidIdentityToken"), "{err}");
+    assert!(!err.contains("token-2"), "{err}");
+    // No token file: a clear error.
+    std::fs::remove_file(&file).unwrap();
+    clear_cache();
+    let err = resolve(&Configured::default(), &e, &agent())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot read AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{err}"
+    );
+    clear_cache();
+}
+
+#[test]
+fn an_assumed_role_is_signed_for_sts_with_the_chain_credentials_and_cached() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    clear_cache();
+    let (base, hits) = fake_server(|method, _, headers, body| {
+        let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let has = |k: &str, v: &str| form.iter().any(|(a, b)| a == k && b == v);
+        let auth = headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if method == "POST"
+            && auth.contains("Credential=AKIDBASE/")
+            && auth.contains("/eu-west-1/sts/aws4_request")
+            && has("Action", "AssumeRole")
+            && has("RoleArn", "arn:aws:iam::210987654321:role/queue-owner")
+            && has("ExternalId", "x-42")
+        {
+            (
+                200,
+                STS_OK.replace("AssumeRoleWithWebIdentity", "AssumeRole"),
+            )
+        } else {
+            (403, "<ErrorResponse><Error><Code>AccessDenied</Code><Message>no</Message></Error></ErrorResponse>".into())
+        }
+    });
+    let mut configured = Configured {
+        access_key_id: Some("AKIDBASE".into()),
+        secret_access_key: Some("base-secret".into()),
+        role_arn: Some("arn:aws:iam::210987654321:role/queue-owner".into()),
+        role_external_id: Some("x-42".into()),
+        sts_endpoint: Some(base.clone()),
+        region: "eu-west-1".into(),
+        ..Configured::default()
+    };
+    let c = resolve(&configured, &Env::default(), &agent()).unwrap();
+    assert_eq!(c.access_key_id, "ASIAIOSFODNN7EXAMPLE");
+    assert_eq!(c.provider, "sqs_loader.role_arn (STS AssumeRole)");
+    resolve(&configured, &Env::default(), &agent()).unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
+    // Other base credentials: assumed again (and refused here), never the cached role.
+    configured.access_key_id = Some("AKIDOTHER".into());
+    let err = resolve(&configured, &Env::default(), &agent())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(!err.contains("base-secret"), "{err}");
+    clear_cache();
 }

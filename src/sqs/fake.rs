@@ -165,7 +165,7 @@ pub fn client(url: &str, max_parallel: usize) -> Client {
         configured: Configured {
             access_key_id: Some("test".into()),
             secret_access_key: Some("test".into()),
-            session_token: None,
+            ..Configured::default()
         },
         env: Env::default(),
         opts: CallOptions {

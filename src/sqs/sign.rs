@@ -8,9 +8,21 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use std::time::SystemTime;
 
-/// Sign `req` for `url` (the full request URL) and return the headers to add
+/// Sign an SQS request `req` for `url` (the full request URL) and return the headers to add
 /// (`authorization`, `x-amz-date`, and `x-amz-security-token` for temporary credentials).
 pub fn signed_headers(
+    req: &HttpRequest,
+    url: &str,
+    creds: &Credentials,
+    region: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, SqsError> {
+    signed_headers_for("sqs", req, url, creds, region, time)
+}
+
+/// The same for another service (`sts` for AssumeRole).
+pub fn signed_headers_for(
+    service: &str,
     req: &HttpRequest,
     url: &str,
     creds: &Credentials,
@@ -28,7 +40,7 @@ pub fn signed_headers(
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name("sqs")
+        .name(service)
         .time(time)
         .settings(SigningSettings::default())
         .build()

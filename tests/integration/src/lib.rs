@@ -624,3 +624,21 @@ pub fn xml_tag(xml: &str, tag: &str) -> String {
     let end = start + xml[start..].find(&format!("</{tag}>")).unwrap();
     xml[start..end].to_string()
 }
+
+/// `CALL load_user_logins(url)` on a connection of its own, in a thread: the backend's pid (once
+/// connected, e.g. to kill it) and the thread, whose result is the CALL's.
+pub fn spawn_load(
+    db: &str,
+    url: &str,
+) -> (i32, std::thread::JoinHandle<Result<(), postgres::Error>>) {
+    let (db, url) = (db.to_string(), url.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = std::thread::spawn(move || {
+        let mut c = connect(&db);
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+        tx.send(pid).unwrap();
+        c.query_one("CALL load_user_logins($1)", &[&url])
+            .map(|_| ())
+    });
+    (rx.recv().expect("the loader connected"), run)
+}

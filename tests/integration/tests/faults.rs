@@ -84,15 +84,7 @@ fn fifty_kills_at_random_points_lose_and_duplicate_nothing() {
     drop(c);
     let (mut sigkills, mut terminates, mut mid_run) = (0, 0, 0);
     for i in 0..50 {
-        let (dbname, u) = (db.name.clone(), url.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let run = std::thread::spawn(move || {
-            let mut c = connect(&dbname);
-            let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-            tx.send(pid).unwrap();
-            c.query_one("CALL load_user_logins($1)", &[&u]).map(|_| ())
-        });
-        let pid = rx.recv().unwrap();
+        let (pid, run) = spawn_load(&db.name, &url);
         let mut admin = connect(&db.name);
         let before = count(
             &mut admin,

@@ -325,3 +325,43 @@ fn a_granted_role_sees_no_secret_in_errors_or_notices() {
         assert!(!text.contains(secret), "secret leaked: {text}");
     }
 }
+
+#[test]
+fn an_assumed_role_on_top_of_the_chain_signs_requests_moto_accepts() {
+    let _g = shared();
+    let db = TestDb::new("assume_role");
+    let mut c = db.client();
+    let e = env();
+    let wrong = "wrong-secret-0123456789abcdef";
+    c.batch_execute(&format!(
+        "SET sqs_loader.aws_access_key_id = '{}'; SET sqs_loader.aws_secret_access_key = '{wrong}';
+         SET sqs_loader.role_arn = 'arn:aws:iam::123456789012:role/sqs-loader-role';
+         SET sqs_loader.role_external_id = 'ingest-1'; SET sqs_loader.sts_endpoint = '{}';
+         SET sqs_loader.max_retries = 0; SET sqs_loader.endpoint = '{}'",
+        e.moto_key, e.moto, e.moto
+    ))
+    .unwrap();
+    // moto checks the AssumeRole signature: a wrong secret of the base credentials is refused
+    // there, before any SQS request, and the error names the role step, never the secret.
+    let err = c
+        .query_one("SELECT sqs_create_queue('it-assume-refused')", &[])
+        .unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "28000", "{err:?}");
+    assert!(
+        db_err
+            .message()
+            .contains("sqs_loader.role_arn (STS AssumeRole)"),
+        "{}",
+        db_err.message()
+    );
+    assert!(!format!("{err:?}").contains(wrong));
+    // The right secret: the role's temporary credentials (with their session token) sign every
+    // SQS request, and moto verifies them.
+    c.batch_execute(&format!(
+        "RESET sqs_loader.endpoint; SET sqs_loader.aws_secret_access_key = '{}'",
+        e.moto_secret
+    ))
+    .unwrap();
+    moto_round_trip(&mut c, "json");
+}

@@ -493,15 +493,7 @@ fn a_fifo_queue_loads_each_group_in_order_exactly_once_through_a_kill() {
     ))
     .unwrap();
     // A run killed once it has committed a batch or two.
-    let (dbname, u) = (db.name.clone(), url.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let run = std::thread::spawn(move || {
-        let mut c = connect(&dbname);
-        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-        tx.send(pid).unwrap();
-        c.query_one("CALL load_user_logins($1)", &[&u]).map(|_| ())
-    });
-    let pid = rx.recv().unwrap();
+    let (pid, run) = spawn_load(&db.name, &url);
     let mut admin = connect(&db.name);
     wait_until(Duration::from_secs(30), "a committed batch", || {
         count(
