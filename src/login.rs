@@ -166,6 +166,12 @@ impl<'de> Deserialize<'de> for Entries<'de> {
 
 /// Parse and validate one message body.
 pub fn parse(body: &str) -> Result<LoginEvent, Rejection> {
+    event_from(&entries_of(body)?)
+}
+
+/// A body's top-level entries, in order (values raw): not JSON, not an object or a key twice is
+/// a rejection.
+fn entries_of(body: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Rejection> {
     // RFC 8259 lets a parser ignore a leading byte order mark; some producers send one.
     let body = body.strip_prefix('\u{feff}').unwrap_or(body);
     let invalid = |e: serde_json::Error| reject("invalid_json", format!("not valid JSON: {e}"));
@@ -192,6 +198,11 @@ pub fn parse(body: &str) -> Result<LoginEvent, Rejection> {
             ));
         }
     }
+    Ok(entries)
+}
+
+/// The login event the entries of an object make.
+fn event_from(entries: &[(Cow<'_, str>, &RawValue)]) -> Result<LoginEvent, Rejection> {
     let get = |name: &str| -> Result<Option<Field>, Rejection> {
         entries
             .iter()
@@ -278,8 +289,9 @@ pub struct Parsed {
 /// an object), and no key twice. A bad event inside an envelope is rejected with the event's own
 /// reason, the detail saying where it was.
 pub fn parse_message(body: &str) -> Result<Parsed, Rejection> {
-    let Some((envelope, inner, place)) = unwrap_envelope(body) else {
-        return parse(body).map(|event| Parsed {
+    let entries = entries_of(body)?;
+    let Some((envelope, inner, place)) = unwrap_envelope(&entries) else {
+        return event_from(&entries).map(|event| Parsed {
             event,
             envelope: None,
         });
@@ -296,14 +308,10 @@ pub fn parse_message(body: &str) -> Result<Parsed, Rejection> {
     }
 }
 
-fn unwrap_envelope(body: &str) -> Option<(Envelope, String, &'static str)> {
-    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
-    if body.trim_start().as_bytes().first() != Some(&b'{') {
-        return None;
-    }
-    let Entries(entries) = serde_json::from_str::<Entries>(body).ok()?;
-    let mut seen = std::collections::HashSet::with_capacity(entries.len());
-    if !entries.iter().all(|(k, _)| seen.insert(k.as_ref())) || seen.contains("user_id") {
+fn unwrap_envelope(
+    entries: &[(Cow<'_, str>, &RawValue)],
+) -> Option<(Envelope, String, &'static str)> {
+    if entries.iter().any(|(k, _)| k == "user_id") {
         return None;
     }
     let get = |name: &str| entries.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
