@@ -355,9 +355,14 @@ COMMENT ON TABLE sqs_loader.unmask_audit IS
 DO $role$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'sqs_loader_unmask') THEN
-        CREATE ROLE sqs_loader_unmask NOLOGIN;
-        COMMENT ON ROLE sqs_loader_unmask IS
-          'Members may recover masked values with an RSA private key: unmask_pii() and sealed_values() (sqs_loader).';
+        BEGIN
+            CREATE ROLE sqs_loader_unmask NOLOGIN;
+            COMMENT ON ROLE sqs_loader_unmask IS
+              'Members may recover masked values with an RSA private key: unmask_pii() and sealed_values() (sqs_loader).';
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            -- Roles are cluster-wide: CREATE EXTENSION in another database made it meanwhile.
+            NULL;
+        END;
     END IF;
 END
 $role$;

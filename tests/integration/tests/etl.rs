@@ -709,3 +709,66 @@ fn bookkeeping_is_pruned_after_the_retention() {
         "ids older than sqs_loader.dedup_retention_days (15) are pruned"
     );
 }
+
+#[test]
+fn create_extension_at_once_in_several_databases_of_a_new_cluster() {
+    let _g = shared();
+    let e = env();
+    // A cluster of its own: the role sqs_loader_unmask (cluster-wide) does not exist there yet.
+    let port = e.pgport + 20;
+    let name = format!("roles{}", random_suffix());
+    let script = format!("{}/scripts/pg.sh", e.root);
+    let start = std::process::Command::new("bash")
+        .args([&script, "start", &name, &port.to_string(), "postgres"])
+        .env("PG", e.pg_major.to_string())
+        .env("PG_SERVER_ENV", &e.server_env)
+        .status()
+        .unwrap();
+    assert!(start.success());
+    let result = std::panic::catch_unwind(|| {
+        let conn = |db: &str| {
+            postgres::Client::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres dbname={db}"),
+                postgres::NoTls,
+            )
+            .unwrap()
+        };
+        let mut admin = conn("postgres");
+        for round in 0..3 {
+            let dbs: Vec<String> = (0..4).map(|i| format!("r{round}_{i}")).collect();
+            for db in &dbs {
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {db}"))
+                    .unwrap();
+            }
+            // All at once: each CREATE EXTENSION finds no role and makes it.
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(dbs.len()));
+            let threads: Vec<_> = dbs
+                .iter()
+                .map(|db| {
+                    let (db, barrier) = (db.clone(), barrier.clone());
+                    let mut c = conn(&db);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        c.batch_execute("CREATE EXTENSION sqs_loader")
+                    })
+                })
+                .collect();
+            for (db, t) in dbs.iter().zip(threads) {
+                let r = t.join().unwrap();
+                assert!(r.is_ok(), "round {round}, {db}: {r:?}");
+            }
+            // Back to a cluster without the role, for the next round.
+            for db in &dbs {
+                admin.batch_execute(&format!("DROP DATABASE {db}")).unwrap();
+            }
+            admin.batch_execute("DROP ROLE sqs_loader_unmask").unwrap();
+        }
+    });
+    let _ = std::process::Command::new("bash")
+        .args([&script, "destroy", &name])
+        .status();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
