@@ -7,14 +7,7 @@ SET client_min_messages = warning;
 -- demo waits for them to exit.
 -- (make start created the extension.)
 SELECT count(sqs_loader.stop_worker(queue_url)) AS stopped FROM sqs_loader.workers \gset
-DO $$
-BEGIN
-  FOR i IN 1 .. 300 LOOP
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
-                           WHERE backend_type = 'sqs_loader worker' AND datname = current_database());
-    PERFORM pg_sleep(0.1);
-  END LOOP;
-END $$;
+\ir wait_for_workers.sql
 DROP EXTENSION IF EXISTS sqs_loader CASCADE;
 DROP TABLE IF EXISTS user_logins;
 CREATE EXTENSION sqs_loader;

@@ -35,14 +35,7 @@ SELECT count(sqs_loader.stop_worker(queue_url)) > 0 AS stopped FROM sqs_loader.w
  WHERE queue_url = :'queue_url' \gset
 \if :stopped
 \echo stopped the background worker on :queue_url (SELECT sqs_loader.start_worker(...) starts it again)
-DO $$
-BEGIN
-  FOR i IN 1 .. 600 LOOP
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
-                           WHERE backend_type = 'sqs_loader worker' AND datname = current_database());
-    PERFORM pg_sleep(0.1);
-  END LOOP;
-END $$;
+\i scripts/wait_for_workers.sql
 \endif
 CREATE TEMP TABLE sample(body text);
 \copy sample(body) FROM 'data/sample_login_messages.jsonl' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
