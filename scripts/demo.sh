@@ -7,7 +7,9 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 # A fresh cluster: a worker a previous demo left registered would start with the server and
-# poll login-queue while the demo fills it.
+# poll login-queue while the demo fills it. A fast shutdown first, so that a running worker gives
+# back what its last long poll receives (an immediate one would leave it hidden on LocalStack).
+bash scripts/pg.sh stop demo
 bash scripts/pg.sh destroy demo
 NO_FILL=1 bash scripts/start.sh
 step "demo"
