@@ -1,5 +1,6 @@
 //! The sqs_* functions against things #[pg_test] cannot do: hanging endpoints cancelled from
-//! another connection, signature checking (moto), credentials from instance metadata.
+//! another connection, signature checking (moto), credentials from instance metadata, Pod
+//! Identity and web identity (each on a throwaway cluster whose environment holds only that source).
 
 use sqs_loader_it::*;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -176,8 +177,18 @@ fn signatures_verified_by_moto_in_both_protocols() {
     );
 }
 
-/// A fake IMDSv2 endpoint handing out moto's temporary credentials (with their session token).
-fn fake_imds((key, secret, token): (String, String, String)) -> u16 {
+/// How a fake credential endpoint wants to be asked.
+#[derive(Clone, Copy)]
+enum Fake {
+    /// EC2 IMDSv2: a session token from `PUT /latest/api/token`, then the role's credentials.
+    Imds,
+    /// EKS Pod Identity / ECS: `GET /creds` with the `Authorization` header holding this token.
+    Container(&'static str),
+}
+
+/// A fake IMDSv2 or container credential endpoint handing out moto's temporary credentials (with
+/// their session token); anything not asked the way AWS wants gets 401/404.
+fn fake_credentials((key, secret, token): (String, String, String), kind: Fake) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -189,38 +200,54 @@ fn fake_imds((key, secret, token): (String, String, String)) -> u16 {
                 continue;
             }
             let mut has_token = false;
+            let mut authorization = String::new();
             let mut len = 0;
             loop {
                 let mut h = String::new();
                 r.read_line(&mut h).unwrap();
-                let h = h.trim_end().to_ascii_lowercase();
+                let h = h.trim_end().to_string();
                 if h.is_empty() {
                     break;
                 }
-                has_token |= h.starts_with("x-aws-ec2-metadata-token:");
-                if let Some(v) = h.strip_prefix("content-length:") {
+                let lower = h.to_ascii_lowercase();
+                has_token |= lower.starts_with("x-aws-ec2-metadata-token:");
+                if lower.starts_with("authorization:") {
+                    authorization = h["authorization:".len()..].trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap();
                 }
             }
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
-            let (status, body) = if line.starts_with("PUT /latest/api/token") {
-                (200, "IMDS-TOKEN".to_string())
-            } else if !has_token {
-                (401, String::new())
-            } else if line.starts_with("GET /latest/meta-data/iam/security-credentials/ ") {
-                (200, "loader-role".to_string())
-            } else if line
-                .starts_with("GET /latest/meta-data/iam/security-credentials/loader-role ")
-            {
-                (
-                    200,
-                    format!(
-                        r#"{{"Code":"Success","AccessKeyId":"{key}","SecretAccessKey":"{secret}","Token":"{token}","Expiration":"2099-01-01T00:00:00Z"}}"#
-                    ),
-                )
-            } else {
-                (404, String::new())
+            let creds = format!(
+                r#"{{"Code":"Success","AccessKeyId":"{key}","SecretAccessKey":"{secret}","Token":"{token}","Expiration":"2099-01-01T00:00:00Z"}}"#
+            );
+            let (status, body) = match kind {
+                Fake::Imds if line.starts_with("PUT /latest/api/token") => {
+                    (200, "IMDS-TOKEN".to_string())
+                }
+                Fake::Imds if !has_token => (401, String::new()),
+                Fake::Imds
+                    if line.starts_with("GET /latest/meta-data/iam/security-credentials/ ") =>
+                {
+                    (200, "loader-role".to_string())
+                }
+                Fake::Imds
+                    if line.starts_with(
+                        "GET /latest/meta-data/iam/security-credentials/loader-role ",
+                    ) =>
+                {
+                    (200, creds)
+                }
+                Fake::Container(want) if line.starts_with("GET /creds ") => {
+                    if authorization == want {
+                        (200, creds)
+                    } else {
+                        (401, String::new())
+                    }
+                }
+                _ => (404, String::new()),
             };
             let _ = write!(
                 s,
@@ -232,41 +259,143 @@ fn fake_imds((key, secret, token): (String, String, String)) -> u16 {
     port
 }
 
-#[test]
-fn credentials_from_instance_metadata_sign_requests_moto_accepts() {
-    let _g = shared();
+/// Run `f` on a second throwaway cluster whose server environment is `server_env` only (no AWS
+/// keys: the credential chain must find them where `server_env` points), then destroy it.
+fn on_cluster_with_env(tag: &str, server_env: &str, f: impl FnOnce(&mut postgres::Client)) {
     let e = env();
-    let imds = fake_imds(e.moto_temp.clone());
-    // A second throwaway cluster whose server environment has no AWS keys, only the IMDS address.
-    let port = e.pgport + 10;
-    let name = format!("imds{}", random_suffix());
+    // One port per concurrent caller: these tests hold only the shared lock.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(10);
+    let port = e.pgport + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{tag}{}", random_suffix());
     let script = format!("{}/scripts/pg.sh", e.root);
     let start = std::process::Command::new("bash")
-        .args([&script, "start", &name, &port.to_string(), "imds"])
-        .env(
-            "PG_SERVER_ENV",
-            format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{imds}"),
-        )
+        .args([&script, "start", &name, &port.to_string(), tag])
+        .env("PG_SERVER_ENV", server_env)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .status()
         .unwrap();
     assert!(start.success());
-    let result = std::panic::catch_unwind(|| {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut c = postgres::Client::connect(
-            &format!("host=127.0.0.1 port={port} user=postgres dbname=imds"),
+            &format!("host=127.0.0.1 port={port} user=postgres dbname={tag}"),
             postgres::NoTls,
         )
         .unwrap();
         c.batch_execute("CREATE EXTENSION sqs_loader").unwrap();
-        moto_round_trip(&mut c, "json");
-    });
+        f(&mut c)
+    }));
     let _ = std::process::Command::new("bash")
         .args([&script, "destroy", &name])
         .status();
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+/// A file the cluster's OS user can read (the tests run as root, the server does not).
+fn readable_file(tag: &str, content: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("sqs_loader_it_{tag}_{}", random_suffix()));
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+#[test]
+fn credentials_from_instance_metadata_sign_requests_moto_accepts() {
+    let _g = shared();
+    let imds = fake_credentials(env().moto_temp.clone(), Fake::Imds);
+    on_cluster_with_env(
+        "imds",
+        &format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{imds}"),
+        |c| moto_round_trip(c, "json"),
+    );
+}
+
+#[test]
+fn eks_pod_identity_credentials_sign_requests_moto_accepts() {
+    let _g = shared();
+    // The agent wants the token of the projected file in `Authorization`; a wrong one is a 401.
+    let agent = fake_credentials(env().moto_temp.clone(), Fake::Container("pod-token-7"));
+    let good = readable_file("pod", "pod-token-7\n");
+    let bad = readable_file("pod", "stolen\n");
+    on_cluster_with_env(
+        "pod",
+        &format!(
+            "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:{agent}/creds \
+             AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
+            good.display()
+        ),
+        |c| moto_round_trip(c, "json"),
+    );
+    on_cluster_with_env(
+        "pod",
+        &format!(
+            "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:{agent}/creds \
+             AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
+            bad.display()
+        ),
+        |c| {
+            let err = c
+                .query_one("SELECT sqs_create_queue('it-pod-refused')", &[])
+                .unwrap_err();
+            assert_eq!(sqlstate(&err), "28000", "{err:?}");
+            let text = format!("{err:?}");
+            assert!(text.contains("401"), "{text}");
+            assert!(!text.contains("stolen"), "token leaked: {text}");
+        },
+    );
+    let _ = std::fs::remove_file(good);
+    let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn web_identity_credentials_from_moto_sts_sign_requests_moto_accepts() {
+    // moto 5.2.5 checks a signature even on AssumeRoleWithWebIdentity, which AWS never signs (the
+    // token is the proof), and fails on the missing header. `/moto-api/reset-auth` with 1 lets
+    // exactly the next action through unchecked, so no other test may talk to moto meanwhile:
+    // hence the exclusive lock. Every SQS request after it is signature-checked again.
+    let _g = exclusive();
+    let e = env();
+    let token = readable_file(
+        "jwt",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aW5nZXN0OmxvYWRlciJ9.c2ln\n",
+    );
+    let server_env = format!(
+        "AWS_EC2_METADATA_DISABLED=true AWS_ROLE_ARN=arn:aws:iam::123456789012:role/sqs-loader-role \
+         AWS_WEB_IDENTITY_TOKEN_FILE={} AWS_ROLE_SESSION_NAME=it-web-identity AWS_ENDPOINT_URL_STS={}",
+        token.display(),
+        e.moto
+    );
+    on_cluster_with_env("webid", &server_env, |c| {
+        let reset = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: text/plain",
+                "--data",
+                "1",
+            ])
+            .arg(format!("{}/moto-api/reset-auth", e.moto))
+            .output()
+            .unwrap();
+        assert!(reset.status.success(), "{reset:?}");
+        moto_round_trip(c, "json");
+    });
+    // Without the token file the chain stops at web identity with a clear error, no fallback.
+    let missing = server_env.replace(&token.display().to_string(), "/nonexistent/token");
+    on_cluster_with_env("webid", &missing, |c| {
+        let err = c
+            .query_one("SELECT sqs_create_queue('it-webid-refused')", &[])
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "28000", "{err:?}");
+        let text = format!("{err:?}");
+        assert!(text.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{text}");
+    });
+    let _ = std::fs::remove_file(token);
 }
 
 #[test]
