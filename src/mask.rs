@@ -79,10 +79,17 @@ impl TokenKey {
     }
 
     pub fn token(&self, value: &str) -> String {
+        self.token_and_tag(value).0
+    }
+
+    /// The token and its first 128 bits of HMAC (what [`crate::known`] remembers).
+    pub fn token_and_tag(&self, value: &str) -> (String, u128) {
+        let mac = self.mac(&[value.as_bytes()]);
         let mut t = String::with_capacity(TOKEN_LEN);
         t.push_str(TOKEN_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(self.mac(&[value.as_bytes()]), &mut t);
-        t
+        URL_SAFE_NO_PAD.encode_string(mac, &mut t);
+        let tag = u128::from_le_bytes(mac[..16].try_into().expect("16 of 32 bytes"));
+        (t, tag)
     }
 }
 

@@ -72,6 +72,8 @@ static EXIT_WHEN_EMPTY: GucSetting<bool> = GucSetting::<bool>::new(true);
 static DEDUP_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(15);
 /// Receives after which a batch that keeps failing is loaded one message at a time (0: never).
 static POISON_RECEIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(3);
+/// Tokens a backend remembers as stored in the vault (0: none), so it skips storing them again.
+static KNOWN_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 /// Seconds between progress NOTICEs.
 static PROGRESS_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(5);
 
@@ -169,6 +171,10 @@ pub fn dedup_retention_days() -> i32 {
 /// None: batches are never split to find a poison message.
 pub fn poison_receive_count() -> Option<i32> {
     Some(POISON_RECEIVE_COUNT.get()).filter(|v| *v > 0)
+}
+
+pub fn known_tokens() -> usize {
+    KNOWN_TOKENS.get().max(0) as usize
 }
 
 pub fn progress_seconds() -> i32 {
@@ -462,6 +468,13 @@ fn define_loader() {
         c"Keep it below the maxReceiveCount of the queue's redrive policy, so the loader sees the message before SQS moves it to the dead-letter queue.",
         &POISON_RECEIVE_COUNT,
         (0, 1000),
+    );
+    user(
+        c"sqs_loader.known_tokens",
+        c"Tokens a backend remembers as stored in the vault, so that a value it has stored before is neither sealed nor upserted again (about 40 bytes each); 0: none.",
+        c"Only values stored by committed transactions count; a vault replaced as a whole (TRUNCATE, a new extension) is noticed. When full, it starts over.",
+        &KNOWN_TOKENS,
+        (0, 10_000_000),
     );
     user(
         c"sqs_loader.progress_seconds",

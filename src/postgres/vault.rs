@@ -5,6 +5,7 @@
 //! database holds it only wrapped under the RSA public key). It is replaced after
 //! `DATA_KEY_USES` values, or when its row is gone (the transaction that created it aborted).
 
+use crate::known::KnownTokens;
 use crate::mask::{self, MaskError};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -24,6 +25,49 @@ struct CachedDataKey {
 
 thread_local! {
     static DATA_KEY: RefCell<Option<CachedDataKey>> = const { RefCell::new(None) };
+    static KNOWN: RefCell<KnownTokens> = RefCell::new(KnownTokens::default());
+    static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keep [`KNOWN`] in step with the transactions (registered once per backend, at first use).
+fn register_callbacks() {
+    if CALLBACKS.with(|c| c.replace(true)) {
+        return;
+    }
+    // SAFETY: plain registrations; the callbacks only touch this backend's thread-local state
+    // and cannot fail.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            let cap = super::guc::known_tokens();
+            KNOWN.with(|k| k.borrow_mut().commit(cap));
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            KNOWN.with(|k| k.borrow_mut().abort())
+        }
+        _ => {}
+    }
+}
+
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    sub: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
+    _: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    match event {
+        SUBXACT_EVENT_COMMIT_SUB => KNOWN.with(|k| k.borrow_mut().subcommit(sub, parent)),
+        SUBXACT_EVENT_ABORT_SUB => KNOWN.with(|k| k.borrow_mut().subabort(sub)),
+        _ => {}
+    }
 }
 
 fn state_err(message: String, hint: &'static str) -> MaskError {
@@ -36,17 +80,19 @@ fn spi_err(e: pgrx::spi::SpiError) -> MaskError {
 
 /// The token key, after checking it is the one the vault was built with; and whether the cached
 /// data key `cached_dk` is still usable (its row exists, wrapped under the active RSA key).
+/// Also the vault's identity (its oid and file: TRUNCATE or a new extension change it).
 fn token_key(
     client: &SpiClient<'_>,
     cached_dk: i64,
-) -> Result<(mask::TokenKey, String, bool), MaskError> {
+) -> Result<(mask::TokenKey, String, bool, String), MaskError> {
     let rows = client
         .select(
             "SELECT k.secret, k.key_id,
                     (SELECT d.token_key_id FROM sqs_loader.data_keys d LIMIT 1),
                     EXISTS (SELECT 1 FROM sqs_loader.data_keys d
                               JOIN sqs_loader.rsa_keys r ON r.fingerprint = d.rsa_fingerprint
-                             WHERE d.id = $1 AND r.active)
+                             WHERE d.id = $1 AND r.active),
+                    'sqs_loader.vault'::regclass::oid::text || '/' || pg_relation_filenode('sqs_loader.vault')
                FROM sqs_loader.token_key k",
             Some(2),
             &[cached_dk.into()],
@@ -64,6 +110,7 @@ fn token_key(
     let key_id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
     let vault_key_id: Option<String> = row.get(3).map_err(spi_err)?;
     let dk_exists: bool = row.get(4).map_err(spi_err)?.unwrap_or(false);
+    let vault_id: String = row.get(5).map_err(spi_err)?.unwrap_or_default();
     let key = mask::TokenKey::from_bytes(&secret)?;
     if key.id() != key_id {
         return Err(MaskError::Corrupt(
@@ -79,7 +126,7 @@ fn token_key(
             ));
         }
     }
-    Ok((key, key_id, dk_exists))
+    Ok((key, key_id, dk_exists, vault_id))
 }
 
 /// Make a data key, wrap it under the active RSA public key, store it.
@@ -132,31 +179,44 @@ fn new_data_key(
 
 /// Tokens of `values` (distinct and sorted), aligned with them; one vault upsert
 /// (`ON CONFLICT DO NOTHING`) stores those not yet stored. Erased tokens are never stored again.
-/// What the loader uses.
+/// Values this backend knows are stored (see [`crate::known`]) cost their HMAC only: they are
+/// neither sealed nor upserted. What the loader uses.
 fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
+    register_callbacks();
     Spi::connect_mut(|client| {
         let cached = DATA_KEY
             .with(|d| d.borrow().as_ref().map(|k| k.id))
             .unwrap_or(-1);
-        let (tk, tk_id, dk_exists) = token_key(client, cached)?;
+        let (tk, tk_id, dk_exists, vault_id) = token_key(client, cached)?;
+        let stamp = format!("{vault_id}/{tk_id}");
+        let (tokens, tags): (Vec<String>, Vec<u128>) =
+            values.iter().map(|v| tk.token_and_tag(v)).unzip();
+        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
+        let mut order: Vec<usize> = KNOWN.with(|k| {
+            let mut k = k.borrow_mut();
+            k.check_stamp(&stamp);
+            (0..values.len())
+                .filter(|&i| !k.contains(tags[i]))
+                .collect()
+        });
+        if order.is_empty() {
+            return Ok(tokens);
+        }
+        order.sort_unstable_by(|&a, &b| tokens[a].cmp(&tokens[b]));
         let reuse = dk_exists
             && DATA_KEY.with(|d| {
                 d.borrow().as_ref().is_some_and(|k| {
-                    k.token_key_id == tk_id && k.uses + values.len() as u64 <= DATA_KEY_USES
+                    k.token_key_id == tk_id && k.uses + order.len() as u64 <= DATA_KEY_USES
                 })
             });
         if !reuse {
             let dk = new_data_key(client, &tk_id)?;
             DATA_KEY.with(|d| *d.borrow_mut() = Some(dk));
         }
-        let tokens: Vec<String> = values.iter().map(|v| tk.token(v)).collect();
-        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
-        let mut order: Vec<usize> = (0..values.len()).collect();
-        order.sort_unstable_by(|&a, &b| tokens[a].cmp(&tokens[b]));
         let (dk_id, sorted_tokens, sealed) = DATA_KEY.with(|d| {
             let mut d = d.borrow_mut();
             let k = d.as_mut().expect("data key set above");
-            k.uses += values.len() as u64;
+            k.uses += order.len() as u64;
             let sealed: Vec<Vec<u8>> = order
                 .iter()
                 .map(|&i| k.sealer.seal(&tokens[i], values[i].as_bytes()))
@@ -175,6 +235,10 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
                 &[sorted_tokens.into(), dk_id.into(), sealed.into()],
             )
             .map_err(spi_err)?;
+        // Stored now, by this statement or an earlier committed one: known once we commit.
+        // SAFETY: a plain read of the transaction state.
+        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        KNOWN.with(|k| k.borrow_mut().stored(sub, order.iter().map(|&i| tags[i])));
         Ok(tokens)
     })
 }
@@ -182,7 +246,7 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
 /// Tokens of `values` without storing anything: what a lookup needs (`mask_pii()`).
 fn tokens_only(values: &[&str]) -> Result<Vec<String>, MaskError> {
     Spi::connect(|client| {
-        let (tk, _, _) = token_key(client, -1)?;
+        let (tk, _, _, _) = token_key(client, -1)?;
         Ok(values.iter().map(|v| tk.token(v)).collect())
     })
 }

@@ -664,3 +664,69 @@ fn the_documented_role_recipe_gives_what_it_says() {
         .unwrap();
     }
 }
+
+/// A backend skips storing values it knows are in the vault (sqs_loader.known_tokens): it must
+/// never skip one whose row is not there — stored by a transaction or savepoint that rolled back,
+/// or in a vault that was emptied since.
+#[test]
+fn a_value_known_to_the_backend_is_stored_again_whenever_its_row_is_gone() {
+    let _g = shared();
+    let db = TestDb::new("known");
+    let mut c = db.client();
+    let stored = |c: &mut postgres::Client, v: &str| -> bool {
+        c.query_one(
+            "SELECT EXISTS (SELECT 1 FROM sqs_loader.vault WHERE token = mask_pii($1) AND sealed IS NOT NULL)",
+            &[&v],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let mask = |c: &mut postgres::Client, v: &str| {
+        c.execute("SELECT sqs_loader.mask_values(ARRAY[$1])", &[&v])
+            .unwrap();
+    };
+    // A transaction that rolls back.
+    c.batch_execute("BEGIN").unwrap();
+    mask(&mut c, "10.8.0.1");
+    assert!(stored(&mut c, "10.8.0.1"));
+    c.batch_execute("ROLLBACK").unwrap();
+    assert!(!stored(&mut c, "10.8.0.1"));
+    mask(&mut c, "10.8.0.1");
+    assert!(stored(&mut c, "10.8.0.1"), "stored again after a rollback");
+    // A savepoint that rolls back, inside a transaction that commits (a failed batch of a run).
+    c.batch_execute("BEGIN; SAVEPOINT batch").unwrap();
+    mask(&mut c, "10.8.0.2");
+    c.batch_execute("ROLLBACK TO SAVEPOINT batch; COMMIT")
+        .unwrap();
+    assert!(!stored(&mut c, "10.8.0.2"));
+    mask(&mut c, "10.8.0.2");
+    assert!(stored(&mut c, "10.8.0.2"), "stored again after ROLLBACK TO");
+    // A savepoint released into a transaction that rolls back.
+    c.batch_execute("BEGIN; SAVEPOINT s").unwrap();
+    mask(&mut c, "10.8.0.3");
+    c.batch_execute("RELEASE SAVEPOINT s; ROLLBACK").unwrap();
+    mask(&mut c, "10.8.0.3");
+    assert!(stored(&mut c, "10.8.0.3"));
+    // A vault emptied by another session.
+    db.client()
+        .batch_execute("TRUNCATE sqs_loader.vault")
+        .unwrap();
+    mask(&mut c, "10.8.0.1");
+    assert!(stored(&mut c, "10.8.0.1"), "stored again after TRUNCATE");
+    // And a value it knows is not stored twice (ON CONFLICT would not either), with its token
+    // unchanged: the skip is invisible but for the time.
+    let before: String = c
+        .query_one("SELECT (sqs_loader.mask_values(ARRAY['10.8.0.1']))[1]", &[])
+        .unwrap()
+        .get(0);
+    let after: String = c
+        .query_one("SELECT mask_pii('10.8.0.1')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after);
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM sqs_loader.vault", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
