@@ -13,20 +13,19 @@ DECLARE
     batch sqs_loader.batch_row[];
     claimed text[];
     valid sqs_loader.batch_row[];
-    tokens text[];
     n integer;
     refused_ids text[] := '{}';
     refused_details text[] := '{}';
     st text;
     msg text;
 BEGIN
-    -- Parse each distinct message once (SQS may deliver one message twice in a batch).
-    SELECT array_agg(ROW(b.id, b.sent, b.body, p.user_id, p.device_type, p.ip, p.locale, p.device_id,
-                         p.app_version, p.reject_reason, p.reject_detail, p.event_at)::sqs_loader.batch_row ORDER BY b.id)
+    -- Parse each distinct message once (SQS may deliver one message twice in a batch) and mask
+    -- the IPs and device ids of the valid ones, with one vault upsert: in batch, ip and
+    -- device_id hold tokens. (Masking a message that step 1 then skips stores nothing new: it
+    -- was stored when the message was loaded.) In message id order: mask_batch() sorts.
+    SELECT array_agg(ROW(b.*)::sqs_loader.batch_row)
       INTO batch
-      FROM (SELECT DISTINCT ON (u.id) u.id, u.body, u.sent
-              FROM unnest(p_ids, p_bodies, p_sent) AS u(id, body, sent) ORDER BY u.id) AS b
-     CROSS JOIN LATERAL sqs_loader.parse_login(b.body) AS p;
+      FROM sqs_loader.mask_batch(p_ids, p_bodies, p_sent) AS b;
 
     -- 1. Claim: a message id already recorded (loaded earlier, its delete lost) is skipped.
     --    Sorted, so concurrent loaders take row locks in the same order.
@@ -39,25 +38,19 @@ BEGIN
     SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;
     skipped := cardinality(p_ids) - cardinality(claimed);
 
-    -- 2. Valid events: mask ip and device_id with one call (one vault upsert), insert the rows.
+    -- 2. Valid events: insert the rows.
     SELECT array_agg(r ORDER BY r.message_id) INTO valid
       FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
      WHERE r.reject_reason IS NULL;
     n := coalesce(cardinality(valid), 0);
     loaded := 0;
     IF n > 0 THEN
-        -- tokens[1..n] are the ips, tokens[n+1..2n] the device ids, in the order of valid.
-        tokens := sqs_loader.mask_values(
-            ARRAY(SELECT v.ip FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality)
-            || ARRAY(SELECT v.device_id FROM unnest(valid) WITH ORDINALITY AS v ORDER BY v.ordinality));
         BEGIN
             INSERT INTO @extschema@.user_logins
                    (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-            SELECT v.user_id, v.device_type, t.t_ip, t.t_dev, v.locale, v.app_version,
+            SELECT v.user_id, v.device_type, v.ip, v.device_id, v.locale, v.app_version,
                    (least(v.sent_at, v.event_at) AT TIME ZONE 'UTC')::date
-              FROM unnest(valid) WITH ORDINALITY AS v
-              JOIN unnest(tokens[1:n], tokens[n + 1:2 * n]) WITH ORDINALITY AS t(t_ip, t_dev, ordinality)
-                ON t.ordinality = v.ordinality;
+              FROM unnest(valid) AS v;
             GET DIAGNOSTICS loaded = ROW_COUNT;
         EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
             -- The table refused a row (a column narrower than the parser allows, a CHECK
@@ -68,7 +61,7 @@ BEGIN
                 BEGIN
                     INSERT INTO @extschema@.user_logins
                            (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-                    VALUES ((valid[i]).user_id, (valid[i]).device_type, tokens[i], tokens[n + i],
+                    VALUES ((valid[i]).user_id, (valid[i]).device_type, (valid[i]).ip, (valid[i]).device_id,
                             (valid[i]).locale, (valid[i]).app_version, (least((valid[i]).sent_at, (valid[i]).event_at) AT TIME ZONE 'UTC')::date);
                     loaded := loaded + 1;
                 EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN

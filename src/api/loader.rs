@@ -4,7 +4,7 @@
 use super::sqs::warn_failures;
 use super::{message_row, non_null, timestamptz_from_epoch_ms};
 use crate::login;
-use crate::postgres::{guc, loader_state};
+use crate::postgres::{guc, loader_state, vault};
 use crate::sqs::executor::ReceiveArgs;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -187,4 +187,125 @@ fn reject_reasons() -> TableIterator<'static, (name!(reason, String), name!(mean
             .iter()
             .map(|(r, m)| (r.to_string(), m.to_string())),
     )
+}
+
+/// One row of [`mask_batch`]: the columns of `sqs_loader.batch_row`.
+type BatchRow = (
+    String,
+    Option<TimestampWithTimeZone>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+    Option<TimestampWithTimeZone>,
+);
+
+/// load_batch()'s first step in one call: the distinct messages of a batch (by message id,
+/// sorted), each body parsed as parse_login() does, and the IPs and device ids of the valid ones
+/// masked with one vault upsert — `ip` and `device_id` hold their tokens, never the values.
+#[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
+#[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
+fn mask_batch(
+    ids: Vec<Option<String>>,
+    bodies: Vec<Option<String>>,
+    sent: Vec<Option<TimestampWithTimeZone>>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(message_id, String),
+            name!(sent_at, Option<TimestampWithTimeZone>),
+            name!(body, Option<String>),
+            name!(user_id, Option<String>),
+            name!(device_type, Option<String>),
+            name!(ip, Option<String>),
+            name!(locale, Option<String>),
+            name!(device_id, Option<String>),
+            name!(app_version, Option<i32>),
+            name!(reject_reason, Option<String>),
+            name!(reject_detail, Option<String>),
+            name!(event_at, Option<TimestampWithTimeZone>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let mut msgs: Vec<(String, Option<TimestampWithTimeZone>, Option<String>)> = ids
+        .into_iter()
+        .zip(bodies)
+        .zip(sent)
+        .filter_map(|((id, body), sent)| id.map(|id| (id, sent, body)))
+        .collect();
+    // SQS may deliver one message twice in a batch: once is enough.
+    msgs.sort_by(|a, b| a.0.cmp(&b.0));
+    msgs.dedup_by(|a, b| a.0 == b.0);
+    let mut rows: Vec<BatchRow> = Vec::with_capacity(msgs.len());
+    // The values to mask: IPs of the valid rows, then their device ids.
+    let mut valid = Vec::new();
+    for (id, sent, body) in msgs {
+        let row = match body.as_deref().map(login::parse_message) {
+            Some(Ok(login::Parsed { event: e, envelope })) => {
+                valid.push(rows.len());
+                (
+                    id,
+                    sent,
+                    body,
+                    Some(e.user_id),
+                    e.device_type,
+                    Some(e.ip),
+                    e.locale,
+                    Some(e.device_id),
+                    Some(e.app_version),
+                    None,
+                    None,
+                    envelope
+                        .and_then(|v| v.time_ms)
+                        .and_then(timestamptz_from_epoch_ms),
+                )
+            }
+            Some(Err(r)) => (
+                id,
+                sent,
+                body,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(r.reason.to_string()),
+                Some(r.detail),
+                None,
+            ),
+            None => (
+                id,
+                sent,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("invalid_json".to_string()),
+                Some("the message has no body".to_string()),
+                None,
+            ),
+        };
+        rows.push(row);
+    }
+    let mut values: Vec<Option<String>> = valid.iter().map(|&i| rows[i].5.take()).collect();
+    values.extend(valid.iter().map(|&i| rows[i].7.take()));
+    let tokens = vault::mask_values(&values, vault::Store::Vault)?;
+    let (ips, devices) = tokens.split_at(valid.len());
+    for (k, &i) in valid.iter().enumerate() {
+        rows[i].5 = ips[k].clone();
+        rows[i].7 = devices[k].clone();
+    }
+    Ok(TableIterator::new(rows))
 }
