@@ -5,6 +5,7 @@
 use super::credentials::{self, Configured, Credentials, Env};
 use super::endpoint::Endpoint;
 use super::http::{self, CallOptions};
+use super::lock;
 use super::{is_fifo, random_id, BatchFailure, Message, Request, Response, SqsError};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -90,10 +91,6 @@ fn unexpected(action: &'static str, ep: &Endpoint) -> SqsError {
         endpoint: ep.base.clone(),
         message: "response of the wrong kind".into(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Client {

@@ -10,6 +10,7 @@
 //! bookkeeping, like any redelivery. Plain Rust; the thread never calls into Postgres.
 
 use super::executor::Client;
+use super::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -74,10 +75,6 @@ struct Due {
 /// A registered group; [`Heartbeat::forget`] it once its messages are deleted or given back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GroupId(u64);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Heartbeat {
     /// Start keeping `handles` invisible (received just now with `visibility`, or the queue's

@@ -4,9 +4,12 @@
 use super::advice;
 use super::credentials::Credentials;
 use super::endpoint::{self, AddressPolicy, Endpoint};
+use super::lock;
 use super::{sign, wire, Protocol, Request, Response, SqsError, TransportKind};
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
@@ -18,11 +21,66 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// The start of the message of the I/O error [`PublicOnly`] fails with, to recognise it.
 const REFUSED: &str = "sqs_loader refused the address";
 
+/// How long a name's addresses are kept (what the JVM keeps them for by default).
+const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Name resolution without a thread per request. ureq resolves before every request, even one
+/// on a pooled connection, and its default resolver then starts a thread to bound the lookup by
+/// the timeout: a thread start and exit per request, about half the I/O threads' CPU in a
+/// profile of the loader. An address literal needs no lookup; a name's addresses are kept for
+/// [`DNS_CACHE_TTL`].
+#[derive(Debug, Default)]
+struct Cached {
+    lookup: DefaultResolver,
+    names: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for Cached {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            let mut one = self.empty();
+            one.push(SocketAddr::new(ip, port));
+            return Ok(one);
+        }
+        let key = format!("{host}:{port}");
+        let now = Instant::now();
+        if let Some((at, addrs)) = lock(&self.names).get(&key) {
+            if now.duration_since(*at) < DNS_CACHE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.lookup.resolve(uri, config, timeout)?;
+        let mut names = lock(&self.names);
+        if names.len() >= 256 {
+            names.clear();
+        }
+        names.insert(key, (now, addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 /// A resolver that keeps only public addresses, and fails (not retryably) when none is left:
 /// the check is on the address actually connected to, so a name that resolves (or rebinds) to
 /// loopback or a private network is refused.
 #[derive(Debug, Default)]
-struct PublicOnly(DefaultResolver);
+struct PublicOnly(Cached);
 
 impl Resolver for PublicOnly {
     fn resolve(
@@ -65,7 +123,11 @@ fn build(policy: AddressPolicy) -> ureq::Agent {
         .user_agent(concat!("sqs_loader/", env!("CARGO_PKG_VERSION")))
         .build();
     match policy {
-        AddressPolicy::Any => config.new_agent(),
+        AddressPolicy::Any => ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            Cached::default(),
+        ),
         AddressPolicy::PublicOnly => ureq::Agent::with_parts(
             config,
             ureq::unversioned::transport::DefaultConnector::default(),
@@ -266,6 +328,55 @@ fn call_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(r: &Cached, url: &str) -> Vec<SocketAddr> {
+        let uri: http::Uri = url.parse().unwrap();
+        r.resolve(
+            &uri,
+            &ureq::config::Config::default(),
+            NextTimeout::default(),
+        )
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+    }
+
+    #[test]
+    fn an_address_literal_is_not_looked_up() {
+        let r = Cached::default();
+        assert_eq!(
+            resolve(&r, "http://127.0.0.1:4566/000000000000/q"),
+            vec!["127.0.0.1:4566".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve(&r, "https://[::1]/"),
+            vec!["[::1]:443".parse().unwrap()]
+        );
+        assert!(lock(&r.names).is_empty(), "nothing was looked up");
+    }
+
+    #[test]
+    fn a_name_is_looked_up_once_then_kept() {
+        let r = Cached::default();
+        let first = resolve(&r, "http://localhost:4566/");
+        assert!(
+            !first.is_empty()
+                && first
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 4566)
+        );
+        assert_eq!(lock(&r.names).len(), 1);
+        // A stale entry is looked up again; a fresh one is used as it is.
+        lock(&r.names).get_mut("localhost:4566").unwrap().1 = r.empty();
+        assert!(resolve(&r, "http://localhost:4566/").is_empty(), "kept");
+        lock(&r.names).get_mut("localhost:4566").unwrap().0 -= DNS_CACHE_TTL;
+        assert_eq!(
+            resolve(&r, "http://localhost:4566/"),
+            first,
+            "looked up again"
+        );
+    }
 
     #[test]
     fn backoff_is_bounded_and_grows() {

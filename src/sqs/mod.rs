@@ -273,3 +273,9 @@ pub fn normalize_code(code: &str) -> String {
         other => other.to_string(),
     }
 }
+
+/// A mutex's guard, also after a thread panicked holding it (the data stays consistent: every
+/// critical section here is a plain insert, take or replace).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
