@@ -263,9 +263,11 @@ fn fake_credentials((key, secret, token): (String, String, String), kind: Fake) 
 /// keys: the credential chain must find them where `server_env` points), then destroy it.
 fn on_cluster_with_env(tag: &str, server_env: &str, f: impl FnOnce(&mut postgres::Client)) {
     let e = env();
-    // One port per concurrent caller: these tests hold only the shared lock.
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(10);
-    let port = e.pgport + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // One at a time (these tests hold only the shared lock), each on a port of its own.
+    static ONE: std::sync::Mutex<u16> = std::sync::Mutex::new(10);
+    let mut next = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let port = e.pgport + *next;
+    *next += 1;
     let name = format!("{tag}{}", random_suffix());
     let script = format!("{}/scripts/pg.sh", e.root);
     let start = std::process::Command::new("bash")
