@@ -219,3 +219,15 @@ impl Table {
         s
     }
 }
+
+/// CPU time (user + system, in seconds) a process (all its threads, `PID`) or one thread
+/// (`PID/task/TID`) has used so far.
+pub fn cpu_seconds(proc_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{proc_path}/stat")).unwrap();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tck
+}

@@ -28,13 +28,14 @@ enum Drainer {
 }
 
 /// One measurement: fill a fresh queue with `n` messages, drain it, check the result is exact;
-/// messages per second.
-fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> f64 {
+/// messages per second, and for loader runs the CPU their backends used per message (µs).
+fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f64>) {
     let m = messages(n, seed);
     let url = sqs.create(&format!("bench-{}-{seed:x}", std::process::id()));
     sqs.fill(&url, &m.bodies);
     let mut c = connect("bench");
     reset_tables(&mut c);
+    let mut cpu = None;
     let took = match d {
         Drainer::Bare { clients } => sqs.bare_drain(&url, n, clients),
         Drainer::Loader { runs, parallel } => {
@@ -52,15 +53,17 @@ fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> f64 {
                              SET sqs_loader.endpoint = '{base}';"
                         ))
                         .unwrap();
+                        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
                         barrier.wait();
+                        let before = crate::common::cpu_seconds(&pid.to_string());
                         c.query_one("CALL load_user_logins($1)", &[&url]).unwrap();
+                        crate::common::cpu_seconds(&pid.to_string()) - before
                     })
                 })
                 .collect();
-            for h in handles {
-                h.join().unwrap();
-            }
+            let used: f64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
             let took = start.elapsed();
+            cpu = Some(used * 1e6 / n as f64);
             let rows = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
             let rejected =
                 count(&mut c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize;
@@ -120,7 +123,7 @@ fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> f64 {
         },
         "queue drained"
     );
-    n as f64 / took.as_secs_f64()
+    (n as f64 / took.as_secs_f64(), cpu)
 }
 
 /// What one drain section measures.
@@ -142,14 +145,24 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     );
     let mut t = Table::default();
     let mut seed = 0x5eed_0000_u64 + label.len() as u64 * 1000;
+    let mut cpu_rows = Table::default();
     let mut measure = |t: &mut Table, name: &str, d: Drainer, n: usize, note: String| {
-        let v: Vec<f64> = (0..runs)
+        let (v, cpu): (Vec<f64>, Vec<Option<f64>>) = (0..runs)
             .map(|_| {
                 seed += 1;
                 drain_once(sqs, d, n, seed)
             })
-            .collect();
+            .unzip();
         t.add(name, "msg/s", v, note);
+        let cpu: Vec<f64> = cpu.into_iter().flatten().collect();
+        if !cpu.is_empty() {
+            cpu_rows.add(
+                name,
+                "µs/msg",
+                cpu,
+                "CPU of the loading backends and their I/O threads (/proc/PID/stat)".into(),
+            );
+        }
     };
     let bare: &[usize] = if p.full { &[1, 4, 16] } else { &[1, 4] };
     for &k in bare {
@@ -218,10 +231,24 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         .map(|r| median(&r.samples))
         .fold(0.0, f64::max);
     let _ = writeln!(ratios, "{label}: fastest load_user_logins() configuration = {:.1}× the Python reference loader (target ≥ 5×)", best / py);
+    if p.full {
+        // More requests in flight must never be slower than fewer (the configurations in order
+        // of parallelism: 1 × 4 against 1 × 16, 2 × 8 and 4 × 4).
+        let l16 = [
+            "load_user_logins(), 1 run, 16 parallel",
+            "load_user_logins(), 2 concurrent runs × 8",
+            "load_user_logins(), 4 concurrent runs × 4",
+        ]
+        .map(|n| (n, t.median_of(n)));
+        for (n, v) in l16 {
+            let _ = writeln!(ratios, "{label}: {n} = {:.2}× load_user_logins() at 4 (target ≥ 1×, within the run-to-run spread)", v / l4);
+        }
+    }
     print!("{ratios}");
     format!(
-        "{}{}",
+        "{}{}{}",
         t.render(&format!("Drain rate, {label}")),
+        cpu_rows.render(&format!("Loader CPU per message, {label}")),
         ratios.replace('\n', "\n\n")
     )
 }

@@ -232,24 +232,6 @@ pub fn latency(sqs: &Sqs, p: &LatencyPlan) -> String {
     s
 }
 
-/// CPU time (user + system) of a process so far, in seconds.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// An idle worker on an empty queue for `seconds`: CPU of the worker and of the database's
 /// supervisor, and the requests it sends (counted by a proxy in front of the emulator).
 pub fn idle(sqs: &Sqs, seconds: u64) -> String {
@@ -264,14 +246,14 @@ pub fn idle(sqs: &Sqs, seconds: u64) -> String {
     let worker = worker_pids(&mut c, "sqs_loader worker")[0];
     let supervisor = worker_pids(&mut c, "sqs_loader supervisor")[0];
     let (w0, s0, r0) = (
-        cpu_seconds(worker),
-        cpu_seconds(supervisor),
+        crate::common::cpu_seconds(&worker.to_string()),
+        crate::common::cpu_seconds(&supervisor.to_string()),
         proxy.requests(),
     );
     std::thread::sleep(Duration::from_secs(seconds));
     let (w1, s1, r1) = (
-        cpu_seconds(worker),
-        cpu_seconds(supervisor),
+        crate::common::cpu_seconds(&worker.to_string()),
+        crate::common::cpu_seconds(&supervisor.to_string()),
         proxy.requests(),
     );
     stop_worker(&mut c, &url);

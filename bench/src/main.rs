@@ -5,7 +5,8 @@
 //! 2. [`mask`]: the cost of masking without network;
 //! 3. [`memory`]: the loading backend's memory during a 1,000,000-message load;
 //! 4. [`latency`]: end-to-end latency at a steady load, worker against pg_cron-style runs, and
-//!    the cost of an idle worker.
+//!    the cost of an idle worker;
+//! 5. [`profile`] (only when asked): `perf` on the loading backend during one drain.
 //!
 //! Configuration comes from the environment (set by scripts/bench.sh). Prints tables (median of
 //! the runs, with min–max) and writes them, with the raw samples, to bench/results/.
@@ -15,6 +16,7 @@ mod drain;
 mod latency;
 mod mask;
 mod memory;
+mod profile;
 mod proxy;
 mod sqs;
 
@@ -120,6 +122,9 @@ fn main() {
         }
         report += &latency::idle(&localstack, if quick { 10 } else { 60 });
     }
+    if sections.iter().any(|x| x == "profile") {
+        report += &profile::profile(&fauxqs);
+    }
     let _ = writeln!(
         report,
         "\nTotal benchmark time: {:.1} min.",
@@ -127,6 +132,12 @@ fn main() {
     );
     let dir = format!("{}/bench/results", env("BENCH_ROOT"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(format!("{dir}/results.md"), &report).unwrap();
-    println!("\n================ results (also in bench/results/results.md)\n{report}");
+    // A profile alone does not replace the results of a full run.
+    let file = if sections == ["profile"] {
+        "profile.md"
+    } else {
+        "results.md"
+    };
+    std::fs::write(format!("{dir}/{file}"), &report).unwrap();
+    println!("\n================ results (also in bench/results/{file})\n{report}");
 }
