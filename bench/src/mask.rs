@@ -75,13 +75,7 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
             }
             None => c.batch_execute(sql).unwrap(),
         }
-        let took = start.elapsed().as_secs_f64();
-        let loaded: i64 = c
-            .query_one("SELECT count(*) FROM user_logins", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(loaded, n);
-        took * 1e6 / n as f64
+        per_row(c, start, n)
     };
     let small: i64 = c
         .query_one("SELECT count(*) FROM bench_rows_small", &[])
@@ -113,14 +107,9 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
         let timed: &mut Client = if same_backend { c } else { &mut fresh };
         let start = Instant::now();
         timed.batch_execute(&ours("bench_rows")).unwrap();
-        let took = start.elapsed().as_secs_f64();
+        let us = per_row(c, start, n_rows);
         c.batch_execute("RESET sqs_loader.known_tokens").unwrap();
-        let loaded: i64 = c
-            .query_one("SELECT count(*) FROM user_logins", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(loaded, n_rows);
-        took * 1e6 / n_rows as f64
+        us
     };
     let known: Vec<f64> = (0..runs).map(|_| in_vault(&mut c, true)).collect();
     t.add(
@@ -220,4 +209,15 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
         u.render("Masking throughput"),
         ratios.replace('\n', "\n\n")
     )
+}
+
+/// µs per row since `start`, after checking `user_logins` holds all `n` rows.
+fn per_row(c: &mut Client, start: Instant, n: i64) -> f64 {
+    let took = start.elapsed().as_secs_f64();
+    let loaded: i64 = c
+        .query_one("SELECT count(*) FROM user_logins", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded, n);
+    took * 1e6 / n as f64
 }

@@ -149,7 +149,26 @@ fn parse_login(
         name!(event_at, Option<TimestampWithTimeZone>),
     ),
 > {
-    TableIterator::once(match login::parse_message(body) {
+    TableIterator::once(login_columns(body))
+}
+
+/// What parse_login() returns for one body: user_id, device_type, ip, locale, device_id,
+/// app_version, reject_reason, reject_detail, envelope, event_at.
+type LoginColumns = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<TimestampWithTimeZone>,
+);
+
+fn login_columns(body: &str) -> LoginColumns {
+    match login::parse_message(body) {
         Ok(login::Parsed { event: e, envelope }) => (
             Some(e.user_id),
             e.device_type,
@@ -176,7 +195,7 @@ fn parse_login(
             None,
             None,
         ),
-    })
+    }
 }
 
 /// Every rejection reason with its meaning.
@@ -248,56 +267,26 @@ fn mask_batch(
     // The values to mask: IPs of the valid rows, then their device ids.
     let mut valid = Vec::new();
     for (id, sent, body) in msgs {
-        let row = match body.as_deref().map(login::parse_message) {
-            Some(Ok(login::Parsed { event: e, envelope })) => {
-                valid.push(rows.len());
-                (
-                    id,
-                    sent,
-                    body,
-                    Some(e.user_id),
-                    e.device_type,
-                    Some(e.ip),
-                    e.locale,
-                    Some(e.device_id),
-                    Some(e.app_version),
-                    None,
-                    None,
-                    envelope
-                        .and_then(|v| v.time_ms)
-                        .and_then(timestamptz_from_epoch_ms),
-                )
-            }
-            Some(Err(r)) => (
-                id,
-                sent,
-                body,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                Some(r.reason.to_string()),
-                Some(r.detail),
-                None,
-            ),
-            None => (
-                id,
-                sent,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                Some("invalid_json".to_string()),
-                Some("the message has no body".to_string()),
-                None,
-            ),
-        };
-        rows.push(row);
+        // A message without a body (SQS never sends one) is rejected as an empty one would be.
+        let (user_id, device_type, ip, locale, device_id, app_version, reason, detail, _, event_at) =
+            login_columns(body.as_deref().unwrap_or_default());
+        if reason.is_none() {
+            valid.push(rows.len());
+        }
+        rows.push((
+            id,
+            sent,
+            body,
+            user_id,
+            device_type,
+            ip,
+            locale,
+            device_id,
+            app_version,
+            reason,
+            detail,
+            event_at,
+        ));
     }
     let mut values: Vec<Option<String>> = valid.iter().map(|&i| rows[i].5.take()).collect();
     values.extend(valid.iter().map(|&i| rows[i].7.take()));

@@ -322,32 +322,23 @@ fn eks_pod_identity_credentials_sign_requests_moto_accepts() {
     let agent = fake_credentials(env().moto_temp.clone(), Fake::Container("pod-token-7"));
     let good = readable_file("pod", "pod-token-7\n");
     let bad = readable_file("pod", "stolen\n");
-    on_cluster_with_env(
-        "pod",
-        &format!(
+    let server_env = |token_file: &std::path::Path| {
+        format!(
             "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:{agent}/creds \
              AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
-            good.display()
-        ),
-        |c| moto_round_trip(c, "json"),
-    );
-    on_cluster_with_env(
-        "pod",
-        &format!(
-            "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:{agent}/creds \
-             AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
-            bad.display()
-        ),
-        |c| {
-            let err = c
-                .query_one("SELECT sqs_create_queue('it-pod-refused')", &[])
-                .unwrap_err();
-            assert_eq!(sqlstate(&err), "28000", "{err:?}");
-            let text = format!("{err:?}");
-            assert!(text.contains("401"), "{text}");
-            assert!(!text.contains("stolen"), "token leaked: {text}");
-        },
-    );
+            token_file.display()
+        )
+    };
+    on_cluster_with_env("pod", &server_env(&good), |c| moto_round_trip(c, "json"));
+    on_cluster_with_env("pod", &server_env(&bad), |c| {
+        let err = c
+            .query_one("SELECT sqs_create_queue('it-pod-refused')", &[])
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "28000", "{err:?}");
+        let text = format!("{err:?}");
+        assert!(text.contains("401"), "{text}");
+        assert!(!text.contains("stolen"), "token leaked: {text}");
+    });
     let _ = std::fs::remove_file(good);
     let _ = std::fs::remove_file(bad);
 }
