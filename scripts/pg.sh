@@ -5,7 +5,8 @@
 #   pg.sh stop NAME                fast shutdown (no error when not running)
 #   pg.sh destroy NAME             stop and remove its directory
 # PG_SERVER_ENV="K=V ..." is the server's environment (default: the dummy AWS credentials);
-# PG_PRELOAD the shared_preload_libraries (default pg_cron,sqs_loader).
+# PG_PRELOAD the shared_preload_libraries (default pg_cron,sqs_loader); PG_CONF_EXTRA more
+# postgresql.conf lines (one per line), applied at every start like PG_PRELOAD.
 # The superuser is `postgres`; local and 127.0.0.1 connections are trusted (loopback only).
 source "$(dirname "$0")/lib.sh"
 
@@ -55,7 +56,8 @@ CONF
   fi
   if ! running; then
     # Rewritten at every start, so a restart can change what is preloaded.
-    echo "shared_preload_libraries = '${PG_PRELOAD-pg_cron,sqs_loader}'" | as_pg_user tee "$data/preload.conf" >/dev/null
+    printf "shared_preload_libraries = '%s'\n%s\n" "${PG_PRELOAD-pg_cron,sqs_loader}" "${PG_CONF_EXTRA:-}" \
+      | as_pg_user tee "$data/preload.conf" >/dev/null
     # shellcheck disable=SC2086
     as_pg_user env ${PG_SERVER_ENV-$DUMMY_AWS_ENV} "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null \
       || { tail -20 "$log"; die "postgres did not start"; }
