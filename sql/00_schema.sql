@@ -4,6 +4,30 @@
 -- Private state lives in schema sqs_loader, which PUBLIC cannot even look into.
 -- Created without IF NOT EXISTS on purpose: a pre-existing schema of that name (possibly
 -- owned by someone else) must make CREATE EXTENSION fail, not be adopted.
+
+-- On a Citus coordinator the extension lives on the coordinator only: with DDL propagation on,
+-- Citus would create it on every worker too, each with a token key and a vault of its own
+-- (secrets on nodes that never load), and a local user_logins that create_distributed_table()
+-- then trips over. Refused with the recipe instead (docs/production.md#citus).
+DO $citus$
+DECLARE
+    workers boolean := false;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_node') IS NOT NULL
+       AND pg_catalog.current_setting('citus.enable_ddl_propagation', true) = 'on' THEN
+        -- Dynamic: without Citus the table does not exist, and a static query would not parse.
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid <> 0)' INTO workers;
+    END IF;
+    IF workers THEN
+        RAISE EXCEPTION 'sqs_loader is created on the Citus coordinator only, with DDL propagation off'
+            USING ERRCODE = '55000',
+                  DETAIL = 'With citus.enable_ddl_propagation on, Citus would create the extension, its token key and vault on every worker.',
+                  HINT = 'SET citus.enable_ddl_propagation = off; CREATE EXTENSION sqs_loader; RESET citus.enable_ddl_propagation; '
+                         'then SELECT create_distributed_table(''user_logins'', ''user_id'') (docs/production.md, Citus).';
+    END IF;
+END
+$citus$;
+
 CREATE SCHEMA sqs_loader;
 REVOKE ALL ON SCHEMA sqs_loader FROM PUBLIC;
 COMMENT ON SCHEMA sqs_loader IS
