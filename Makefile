@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PG ?= 15
 export PG
 
-.PHONY: help deps install demo start stop clean test bench fuzz create_key etl health_check psql lint
+.PHONY: help deps install demo start stop clean test test-citus bench fuzz create_key etl health_check psql lint
 
 help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ psql: ## a psql session on the local cluster
 
 test: ## run the whole test suite (unit, #[pg_test], pg_regress, integration against LocalStack and moto)
 	@bash scripts/test.sh
+
+test-citus: ## the Citus suite on a local coordinator + 2 workers (builds Citus from ../shared/vendor/ if missing)
+	@bash scripts/test_citus.sh
 
 bench: ## benchmarks (drain rates, masking cost, memory): tables in bench/results/, about 15 minutes
 	@ARGS="$(ARGS)" bash scripts/bench.sh
