@@ -3,16 +3,21 @@
 # idle cost of background workers. Unattended; prints the tables and writes them to
 # bench/results/ (results.md, memory.csv, memory.png).
 #   BENCH_QUICK=1 make bench     a small smoke run
-#   make bench ARGS="mask"       only some sections (drain, mask, memory, latency)
+#   make bench ARGS="mask"       only some sections (drain, mask, memory, latency, citus)
+# The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from
+# ../shared/vendor/ the first time).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 bash scripts/deps.sh bench
+citus=
+if [ -z "${ARGS:-}" ] || [[ " $ARGS " == *" citus "* ]]; then citus=1; bash scripts/deps.sh citus; fi
 step "building and installing sqs_loader (release)"
 make -s install
 cargo build --release -q -p sqs_loader_bench
 
 cleanup() {
   bash scripts/pg.sh destroy bench >/dev/null 2>&1 || true
+  [ -z "$citus" ] || bash scripts/citus.sh destroy >/dev/null 2>&1 || true
   stop_started_emulators
 }
 trap cleanup EXIT
@@ -36,9 +41,20 @@ bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
 psql_on "$BENCH_PGPORT" postgres -q -c "ALTER SYSTEM SET track_commit_timestamp = on"
 bash scripts/pg.sh stop bench
 bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
+if [ -n "$citus" ]; then
+  step "Citus cluster: coordinator 127.0.0.1:$CITUS_PGPORT, workers on $CITUS_WORKER_PORTS"
+  bash scripts/citus.sh destroy
+  bash scripts/citus.sh start
+  bash scripts/citus.sh createdb bench
+  # The recipe of docs/production.md, as documented.
+  awk '/the Citus recipe/ {f = 1; next} f && /^```sql/ {g = 1; next} g && /^```/ {exit} g' docs/production.md \
+    | psql_on "$CITUS_PGPORT" bench -v ON_ERROR_STOP=1 -q
+  echo "SELECT set_rsa_public_key(:'pub');" \
+    | psql_on "$CITUS_PGPORT" bench -v ON_ERROR_STOP=1 -q -v pub="$(cat "$keys/public_key.pem")" >/dev/null
+fi
 step "benchmarks"
 # shellcheck disable=SC2086
-BENCH_PGPORT=$BENCH_PGPORT BENCH_FAUXQS=http://127.0.0.1:$FAUXQS_PORT BENCH_LOCALSTACK=http://127.0.0.1:$LOCALSTACK_PORT \
+BENCH_PGPORT=$BENCH_PGPORT BENCH_CITUS_PGPORT=$CITUS_PGPORT BENCH_FAUXQS=http://127.0.0.1:$FAUXQS_PORT BENCH_LOCALSTACK=http://127.0.0.1:$LOCALSTACK_PORT \
   BENCH_KEYS=$keys BENCH_TOOLS=$TOOLS_DIR BENCH_ROOT=$ROOT \
   "$ROOT/target/release/sqs_loader_bench" ${ARGS:-}
 if [ -f bench/results/memory.csv ]; then

@@ -3,6 +3,7 @@
 
 use postgres::{Client, NoTls};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make bench`"))
@@ -94,12 +95,22 @@ pub fn messages(n: usize, seed: u64) -> Messages {
 
 // ------------------------------------------------------------------ database
 
+/// The server [`connect`] reaches: 0 for the benchmark cluster (BENCH_PGPORT), else this port
+/// (the Citus coordinator, while the citus section runs).
+static PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Point [`connect`] (in every thread) at another server; 0: back to the benchmark cluster.
+pub fn use_port(port: u16) {
+    PORT.store(port, Ordering::SeqCst);
+}
+
 pub fn connect(db: &str) -> Client {
+    let port = match PORT.load(Ordering::SeqCst) {
+        0 => env("BENCH_PGPORT"),
+        p => p.to_string(),
+    };
     Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db} application_name=bench",
-            env("BENCH_PGPORT")
-        ),
+        &format!("host=127.0.0.1 port={port} user=postgres dbname={db} application_name=bench"),
         NoTls,
     )
     .unwrap_or_else(|e| panic!("connect {db}: {e}"))

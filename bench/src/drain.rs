@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Who drains the queue.
 #[derive(Clone, Copy)]
-enum Drainer {
+pub enum Drainer {
     /// The bare client with this many parallel clients.
     Bare {
         clients: usize,
@@ -29,7 +29,7 @@ enum Drainer {
 
 /// One measurement: fill a fresh queue with `n` messages, drain it, check the result is exact;
 /// messages per second, and for loader runs the CPU their backends used per message (µs).
-fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f64>) {
+pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f64>) {
     let m = messages(n, seed);
     let url = sqs.create(&format!("bench-{}-{seed:x}", std::process::id()));
     sqs.fill(&url, &m.bodies);

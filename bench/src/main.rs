@@ -6,11 +6,13 @@
 //! 3. [`memory`]: the loading backend's memory during a 1,000,000-message load;
 //! 4. [`latency`]: end-to-end latency at a steady load, worker against pg_cron-style runs, and
 //!    the cost of an idle worker;
-//! 5. [`profile`] (only when asked): `perf` on the loading backend during one drain.
+//! 5. [`profile`] (only when asked): `perf` on the loading backend during one drain;
+//! 6. [`citus`]: loads and the insert path on the single node and on a local Citus cluster.
 //!
 //! Configuration comes from the environment (set by scripts/bench.sh). Prints tables (median of
 //! the runs, with min–max) and writes them, with the raw samples, to bench/results/.
 
+mod citus;
 mod common;
 mod drain;
 mod latency;
@@ -122,6 +124,15 @@ fn main() {
         }
         report += &latency::idle(&localstack, if quick { 10 } else { 60 });
     }
+    if want("citus") {
+        let (n, rows) = if quick {
+            (2_000, 5_000)
+        } else {
+            (20_000, 50_000)
+        };
+        let port = env("BENCH_CITUS_PGPORT").parse().unwrap();
+        report += &citus::citus(&fauxqs, port, n, rows, runs);
+    }
     if sections.iter().any(|x| x == "profile") {
         report += &profile::profile(&fauxqs);
     }
@@ -132,11 +143,11 @@ fn main() {
     );
     let dir = format!("{}/bench/results", env("BENCH_ROOT"));
     std::fs::create_dir_all(&dir).unwrap();
-    // A profile alone does not replace the results of a full run.
-    let file = if sections == ["profile"] {
-        "profile.md"
-    } else {
-        "results.md"
+    // A profile or the citus section alone does not replace the results of a full run.
+    let file = match sections.as_slice() {
+        [s] if s == "profile" => "profile.md",
+        [s] if s == "citus" => "citus.md",
+        _ => "results.md",
     };
     std::fs::write(format!("{dir}/{file}"), &report).unwrap();
     println!("\n================ results (also in bench/results/{file})\n{report}");

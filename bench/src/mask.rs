@@ -10,48 +10,9 @@ use std::time::Instant;
 pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
     println!("\n== masking cost without network: {rows} rows ({pgcrypto_rows} for pgcrypto), {runs} runs each");
     let mut c = connect("bench");
-    let bodies = messages(rows, 0xfeed).bodies;
-    c.batch_execute(
-        "DROP TABLE IF EXISTS bench_bodies, bench_rows, bench_rows_small, pgc_vault;
-         CREATE TABLE bench_bodies(body text);
-         CREATE TABLE pgc_vault(token text PRIMARY KEY, sealed bytea);",
-    )
-    .unwrap();
-    let mut w = c.copy_in("COPY bench_bodies(body) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')").unwrap();
-    use std::io::Write;
-    for b in &bodies {
-        writeln!(w, "{b}").unwrap();
-    }
-    w.finish().unwrap();
-    c.batch_execute(&format!(
-        "CREATE TABLE bench_rows AS SELECT p.* FROM bench_bodies, sqs_loader.parse_login(body) p WHERE p.reject_reason IS NULL;
-         CREATE TABLE bench_rows_small AS SELECT * FROM bench_rows LIMIT {pgcrypto_rows};
-         ANALYZE bench_rows, bench_rows_small;"
-    ))
-    .unwrap();
-    let n_rows: i64 = c
-        .query_one("SELECT count(*) FROM bench_rows", &[])
-        .unwrap()
-        .get(0);
+    let n_rows = load_rows(&mut c, rows, pgcrypto_rows);
     let pgp_pub = std::fs::read_to_string(format!("{}/pgp_public.asc", env("BENCH_KEYS"))).unwrap();
     let hmac_key = "bench-hmac-key-0123456789abcdef0123456789abcdef";
-    let unmasked = |src: &str| {
-        format!(
-            "INSERT INTO user_logins SELECT user_id, device_type, ip, device_id, locale, app_version, current_date FROM {src}"
-        )
-    };
-    // What load_batch() does: one mask_values() call on the aligned ip and device_id arrays.
-    let ours = |src: &str| {
-        format!(
-            "WITH r AS (SELECT *, row_number() OVER () AS ord FROM {src}),
-                  a AS (SELECT array_agg(ip ORDER BY ord) AS ips, array_agg(device_id ORDER BY ord) AS devs, count(*)::int AS n FROM r),
-                  m AS (SELECT sqs_loader.mask_values(ips || devs) AS tok, n FROM a),
-                  t AS (SELECT u.* FROM m, unnest(m.tok[1:m.n], m.tok[m.n + 1:2 * m.n]) WITH ORDINALITY AS u(t_ip, t_dev, ord))
-             INSERT INTO user_logins
-             SELECT r.user_id, r.device_type, t.t_ip, t.t_dev, r.locale, r.app_version, current_date
-               FROM r JOIN t ON t.ord = r.ord"
-        )
-    };
     let pgcrypto = |src: &str| {
         format!(
             "WITH v AS (SELECT ip AS x FROM {src} UNION SELECT device_id FROM {src}),
@@ -81,19 +42,7 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
         .query_one("SELECT count(*) FROM bench_rows_small", &[])
         .unwrap()
         .get(0);
-    let a: Vec<f64> = (0..runs)
-        .map(|_| time(&mut c, &unmasked("bench_rows"), None, n_rows))
-        .collect();
-    t.add("(a) insert unmasked", "µs/row", a, format!("{n_rows} rows"));
-    let b: Vec<f64> = (0..runs)
-        .map(|_| time(&mut c, &ours("bench_rows"), None, n_rows))
-        .collect();
-    t.add(
-        "(b) insert through sqs_loader masking (tokens + vault)",
-        "µs/row",
-        b,
-        format!("{n_rows} rows"),
-    );
+    insert_cost(&mut c, &mut t, "", n_rows, runs);
     // Both values already in the vault (stored by an earlier committed load): a device or an
     // address seen before. (b2) in the backend that stored them, which remembers them (with
     // sqs_loader.known_tokens raised to hold all 400,000); (b3) in a new backend, which does not.
@@ -209,6 +158,77 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
         u.render("Masking throughput"),
         ratios.replace('\n', "\n\n")
     )
+}
+
+/// The sample-shaped rows to insert, parsed once: `bench_rows` (`rows` messages' valid ones)
+/// and `bench_rows_small` (the first `small`); returns the number in `bench_rows`.
+pub fn load_rows(c: &mut Client, rows: usize, small: usize) -> i64 {
+    let bodies = messages(rows, 0xfeed).bodies;
+    c.batch_execute(
+        "DROP TABLE IF EXISTS bench_bodies, bench_rows, bench_rows_small, pgc_vault;
+         CREATE TABLE bench_bodies(body text);
+         CREATE TABLE pgc_vault(token text PRIMARY KEY, sealed bytea);",
+    )
+    .unwrap();
+    let mut w = c.copy_in("COPY bench_bodies(body) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')").unwrap();
+    use std::io::Write;
+    for b in &bodies {
+        writeln!(w, "{b}").unwrap();
+    }
+    w.finish().unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE bench_rows AS SELECT p.* FROM bench_bodies, sqs_loader.parse_login(body) p WHERE p.reject_reason IS NULL;
+         CREATE TABLE bench_rows_small AS SELECT * FROM bench_rows LIMIT {small};
+         ANALYZE bench_rows, bench_rows_small;"
+    ))
+    .unwrap();
+    c.query_one("SELECT count(*) FROM bench_rows", &[])
+        .unwrap()
+        .get(0)
+}
+
+fn unmasked(src: &str) -> String {
+    format!(
+        "INSERT INTO user_logins SELECT user_id, device_type, ip, device_id, locale, app_version, current_date FROM {src}"
+    )
+}
+
+/// What load_batch() does: one mask_values() call on the aligned ip and device_id arrays.
+fn ours(src: &str) -> String {
+    format!(
+        "WITH r AS (SELECT *, row_number() OVER () AS ord FROM {src}),
+              a AS (SELECT array_agg(ip ORDER BY ord) AS ips, array_agg(device_id ORDER BY ord) AS devs, count(*)::int AS n FROM r),
+              m AS (SELECT sqs_loader.mask_values(ips || devs) AS tok, n FROM a),
+              t AS (SELECT u.* FROM m, unnest(m.tok[1:m.n], m.tok[m.n + 1:2 * m.n]) WITH ORDINALITY AS u(t_ip, t_dev, ord))
+         INSERT INTO user_logins
+         SELECT r.user_id, r.device_type, t.t_ip, t.t_dev, r.locale, r.app_version, current_date
+           FROM r JOIN t ON t.ord = r.ord"
+    )
+}
+
+/// (a) the `n_rows` of bench_rows inserted unmasked and (b) through the masking, into empty
+/// tables, `runs` times each: rows "(a) …{label}" and "(b) …{label}" of `t`.
+pub fn insert_cost(c: &mut Client, t: &mut Table, label: &str, n_rows: i64, runs: usize) {
+    let mut time = |sql: &str| -> f64 {
+        reset_tables(c);
+        let start = Instant::now();
+        c.batch_execute(sql).unwrap();
+        per_row(c, start, n_rows)
+    };
+    let a: Vec<f64> = (0..runs).map(|_| time(&unmasked("bench_rows"))).collect();
+    t.add(
+        &format!("(a) insert unmasked{label}"),
+        "µs/row",
+        a,
+        format!("{n_rows} rows"),
+    );
+    let b: Vec<f64> = (0..runs).map(|_| time(&ours("bench_rows"))).collect();
+    t.add(
+        &format!("(b) insert through sqs_loader masking (tokens + vault){label}"),
+        "µs/row",
+        b,
+        format!("{n_rows} rows"),
+    );
 }
 
 /// µs per row since `start`, after checking `user_logins` holds all `n` rows.
