@@ -645,3 +645,28 @@ pub fn spawn_load(
     });
     (rx.recv().expect("the loader connected"), run)
 }
+
+/// Read one HTTP/1.1 request from `r`: its header lines (request line first, without CRLF) and
+/// its body (content-length bytes). None when the peer closed first. A server that answers
+/// before it has read the whole request makes the client's kernel see a reset, not the answer.
+pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(Vec<String>, Vec<u8>)> {
+    let mut lines = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        lines.push(line);
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((lines, body))
+}
