@@ -670,3 +670,136 @@ pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(Vec<String>, Vec<u
     r.read_exact(&mut body).ok()?;
     Some((lines, body))
 }
+
+// ---------------------------------------------------------------- fault tests (faults.rs, citus.rs)
+
+/// `n` login events with distinct user ids, 1 % of them malformed: (bodies, valid count).
+pub fn messages_with_rejects(n: usize, tag: &str) -> (Vec<String>, usize) {
+    let mut bodies = login_events(n, tag, n / 3);
+    let mut malformed = 0;
+    for (i, b) in bodies.iter_mut().enumerate() {
+        if i % 100 == 99 {
+            *b = format!(r#"{{"foo": "oops_wrong_msg_type", "bar": "{tag}-{i}"}}"#);
+            malformed += 1;
+        }
+    }
+    (bodies, n - malformed)
+}
+
+/// The exact end state, once every message has been processed: each of the `valid` messages
+/// loaded once, each malformed one rejected once, the queue empty.
+pub fn assert_exact(c: &mut Client, url: &str, n: usize, valid: usize) {
+    assert_eq!(
+        count(c, "SELECT count(*) FROM user_logins") as usize,
+        valid,
+        "each valid message loaded"
+    );
+    assert_eq!(
+        count(c, "SELECT count(DISTINCT user_id) FROM user_logins") as usize,
+        valid,
+        "none twice"
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize,
+        n - valid,
+        "each malformed one rejected"
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize,
+        n
+    );
+    assert_eq!(queue_depth(c, url), (0, 0), "queue empty");
+}
+
+/// Run loads until every message is processed (redeliveries wait out their visibility timeout).
+pub fn drain_until_done(db: &str, url: &str, n: usize, timeout: Duration) {
+    let mut c = connect(db);
+    wait_until(timeout, "every message processed", || {
+        let _ = c.query("CALL load_user_logins($1)", &[&url]);
+        count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize >= n
+            && queue_depth(&mut c, url) == (0, 0)
+    });
+}
+
+/// Whether the server accepts a connection to `db` now (no retries).
+pub fn server_is_up(db: &str) -> bool {
+    Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            env().pgport
+        ),
+        NoTls,
+    )
+    .and_then(|mut c| c.simple_query("SELECT 1"))
+    .is_ok()
+}
+
+/// Poll until sqs_loader.processed_messages holds more than `before` rows, or `timeout`.
+pub fn wait_for_progress(c: &mut Client, before: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline
+        && count(c, "SELECT count(*) FROM sqs_loader.processed_messages") == before
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What [`kill_runs_at_random_points`] did.
+pub struct Kills {
+    /// SIGKILLs sent, and how many of them made the postmaster restart every process.
+    pub sigkills: usize,
+    pub restarts: usize,
+    pub terminates: usize,
+    /// Kills of a run that had committed batches and then failed.
+    pub mid_run: usize,
+}
+
+/// `kills` runs of `CALL load_user_logins(url)` in `db`, each killed at a random point of the
+/// run: before, during or between batches, every other one only once the run has committed a
+/// batch (so that enough land mid-run whatever the timing). Even ones by SIGKILL (waiting for
+/// the crash recovery it causes), odd ones by pg_terminate_backend.
+pub fn kill_runs_at_random_points(db: &str, url: &str, kills: usize) -> Kills {
+    let processed = |c: &mut Client| count(c, "SELECT count(*) FROM sqs_loader.processed_messages");
+    let mut k = Kills {
+        sigkills: 0,
+        restarts: 0,
+        terminates: 0,
+        mid_run: 0,
+    };
+    for i in 0..kills {
+        let (pid, run) = spawn_load(db, url);
+        let mut admin = connect(db);
+        let before = processed(&mut admin);
+        if i % 4 < 2 {
+            wait_for_progress(&mut admin, before, Duration::from_secs(5));
+        }
+        std::thread::sleep(Duration::from_millis(
+            (getrandom::u32().unwrap() % 200) as u64,
+        ));
+        if i % 2 == 0 {
+            // The server goes through crash recovery: wait for it to be over (its log says
+            // "ready" once more) before connecting; a connection made before the postmaster
+            // noticed the kill would be cut by the restart.
+            k.restarts += sigkill_and_wait_for_recovery(pid) as usize;
+            k.sigkills += 1;
+        } else {
+            // (::integer: Citus adds a bigint overload.)
+            admin
+                .execute("SELECT pg_terminate_backend($1::integer)", &[&pid])
+                .unwrap();
+            k.terminates += 1;
+        }
+        drop(admin);
+        let result = run.join().unwrap();
+        wait_until(
+            Duration::from_secs(60),
+            "the server to accept connections",
+            || server_is_up(db),
+        );
+        let mut admin = connect(db);
+        if result.is_err() && processed(&mut admin) > before {
+            k.mid_run += 1;
+        }
+    }
+    k
+}

@@ -7,7 +7,7 @@
 
 use sqs_loader_it::*;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn worker_ports() -> Vec<u16> {
     std::env::var("SQS_LOADER_CITUS_WORKER_PORTS")
@@ -343,29 +343,11 @@ fn batches_commit_with_two_phase_commit_over_one_connection_per_worker() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM user_logins"), 41);
 }
 
-/// `n` messages, 1 % malformed; (bodies, valid count).
-fn messages(n: usize, tag: &str) -> (Vec<String>, usize) {
-    let mut bodies = login_events(n, tag, n / 3);
-    let mut malformed = 0;
-    for (i, b) in bodies.iter_mut().enumerate() {
-        if i % 100 == 99 {
-            *b = format!(r#"{{"foo": "oops_wrong_msg_type", "bar": "{tag}-{i}"}}"#);
-            malformed += 1;
-        }
-    }
-    (bodies, n - malformed)
-}
-
 /// Load until every message is processed, then let Citus finish any two-phase commit a crash
-/// left prepared, and check the exact end state: each valid message once, each malformed one
-/// rejected once, the queue empty, nothing left prepared on a worker.
+/// left prepared, and check the exact end state with nothing left prepared on a worker.
 fn drain_and_assert_exact(db: &str, url: &str, n: usize, valid: usize) {
+    drain_until_done(db, url, n, Duration::from_secs(180));
     let mut c = connect(db);
-    wait_until(Duration::from_secs(180), "every message processed", || {
-        let _ = c.query("CALL load_user_logins($1)", &[&url]);
-        count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize >= n
-            && queue_depth(&mut c, url) == (0, 0)
-    });
     c.query("SELECT recover_prepared_transactions()", &[])
         .unwrap();
     for port in worker_ports() {
@@ -376,124 +358,50 @@ fn drain_and_assert_exact(db: &str, url: &str, n: usize, valid: usize) {
             "prepared transactions left on worker {port}"
         );
     }
-    assert_eq!(
-        count(&mut c, "SELECT count(*) FROM user_logins") as usize,
-        valid,
-        "each valid message loaded"
-    );
-    assert_eq!(
-        count(&mut c, "SELECT count(DISTINCT user_id) FROM user_logins") as usize,
-        valid,
-        "none twice"
-    );
-    assert_eq!(
-        count(&mut c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize,
-        n - valid,
-        "each malformed one rejected"
-    );
-    assert_eq!(
-        count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize,
-        n
-    );
-    assert_eq!(queue_depth(&mut c, url), (0, 0), "queue empty");
+    assert_exact(&mut c, url, n, valid);
 }
 
-fn coordinator_is_up(db: &str) -> bool {
-    postgres::Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            env().pgport
-        ),
-        postgres::NoTls,
-    )
-    .and_then(|mut c| c.simple_query("SELECT 1"))
-    .is_ok()
-}
-
-/// Wait until `f` or `timeout`, polling the number of processed messages.
-fn wait_for_progress(admin: &mut postgres::Client, before: i64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline
-        && count(admin, "SELECT count(*) FROM sqs_loader.processed_messages") == before
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// A queue of `n` messages (1 % malformed) for `db`, with short visibility timeouts and small
+/// batches for runs that are cut: (url, valid count).
+fn filled_queue(db: &CitusDb, tag: &str, n: usize) -> (String, usize) {
+    let mut c = db.client();
+    let url = create_queue(&mut c, &format!("citus-{tag}"));
+    let (bodies, valid) = messages_with_rejects(n, tag);
+    send(&mut c, &url, &bodies);
+    c.batch_execute(&format!(
+        "ALTER DATABASE {0} SET sqs_loader.visibility_timeout = 2; ALTER DATABASE {0} SET sqs_loader.batch_size = 50",
+        db.name
+    ))
+    .unwrap();
+    (url, valid)
 }
 
 #[test]
 fn twenty_kills_of_the_loading_backend_lose_and_duplicate_nothing() {
     let db = CitusDb::new("kills");
-    let mut c = db.client();
-    let url = create_queue(&mut c, "citus-kills");
-    let n = 2000;
-    let (bodies, valid) = messages(n, "k");
-    send(&mut c, &url, &bodies);
-    c.batch_execute(&format!(
-        "ALTER DATABASE {0} SET sqs_loader.visibility_timeout = 2; ALTER DATABASE {0} SET sqs_loader.batch_size = 50",
-        db.name
-    ))
-    .unwrap();
-    drop(c);
-    let (mut sigkills, mut mid_run) = (0, 0);
-    for i in 0..20 {
-        let (pid, run) = spawn_load(&db.name, &url);
-        let mut admin = connect(&db.name);
-        let before = count(
-            &mut admin,
-            "SELECT count(*) FROM sqs_loader.processed_messages",
-        );
-        if i % 4 < 2 {
-            wait_for_progress(&mut admin, before, Duration::from_secs(5));
-        }
-        std::thread::sleep(Duration::from_millis(
-            (getrandom::u32().unwrap() % 200) as u64,
-        ));
-        if i % 2 == 0 {
-            // The coordinator restarts (crash recovery); its prepared work on the workers is
-            // committed or rolled back by Citus's recovery.
-            if sigkill_and_wait_for_recovery(pid) {
-                sigkills += 1;
-            }
-        } else {
-            admin
-                .execute("SELECT pg_terminate_backend($1::integer)", &[&pid])
-                .unwrap();
-        }
-        drop(admin);
-        let result = run.join().unwrap();
-        wait_until(
-            Duration::from_secs(60),
-            "the coordinator to accept connections",
-            || coordinator_is_up(&db.name),
-        );
-        let mut admin = connect(&db.name);
-        let after = count(
-            &mut admin,
-            "SELECT count(*) FROM sqs_loader.processed_messages",
-        );
-        if result.is_err() && after > before {
-            mid_run += 1;
-        }
-    }
-    drain_and_assert_exact(&db.name, &url, n, valid);
-    eprintln!("kills: {sigkills} SIGKILL restarts, {mid_run} mid-run");
-    assert!(sigkills >= 5, "enough SIGKILLs restarted the coordinator");
-    assert!(mid_run >= 5, "enough kills landed mid-run ({mid_run})");
+    let (url, valid) = filled_queue(&db, "kills", 2000);
+    // A SIGKILL restarts the coordinator; its prepared work on the workers is then committed
+    // or rolled back by Citus's recovery.
+    let k = kill_runs_at_random_points(&db.name, &url, 20);
+    drain_and_assert_exact(&db.name, &url, 2000, valid);
+    eprintln!(
+        "kills: {} SIGKILL restarts, {} pg_terminate_backend, {} mid-run",
+        k.restarts, k.terminates, k.mid_run
+    );
+    assert!(k.restarts >= 5, "enough SIGKILLs restarted the coordinator");
+    assert!(
+        k.mid_run >= 5,
+        "enough kills landed mid-run ({})",
+        k.mid_run
+    );
 }
 
 #[test]
 fn worker_restarts_mid_run_lose_and_duplicate_nothing() {
     let db = CitusDb::new("restart");
-    let mut c = db.client();
-    let url = create_queue(&mut c, "citus-restart");
     let n = 3000;
-    let (bodies, valid) = messages(n, "r");
-    send(&mut c, &url, &bodies);
-    c.batch_execute(&format!(
-        "ALTER DATABASE {0} SET sqs_loader.visibility_timeout = 2; ALTER DATABASE {0} SET sqs_loader.batch_size = 50",
-        db.name
-    ))
-    .unwrap();
+    let (url, valid) = filled_queue(&db, "restart", n);
+    let mut c = db.client();
     let mut failed = 0;
     for i in 0..4 {
         let (_pid, run) = spawn_load(&db.name, &url);

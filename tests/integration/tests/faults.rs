@@ -7,65 +7,6 @@ use sqs_loader_it::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// `n` messages, 1 % of them malformed; returns (bodies, valid count).
-fn messages(n: usize, tag: &str) -> (Vec<String>, usize) {
-    let mut bodies = login_events(n, tag, n / 3);
-    let mut malformed = 0;
-    for (i, b) in bodies.iter_mut().enumerate() {
-        if i % 100 == 99 {
-            *b = format!(r#"{{"foo": "oops_wrong_msg_type", "bar": "{tag}-{i}"}}"#);
-            malformed += 1;
-        }
-    }
-    (bodies, n - malformed)
-}
-
-/// The exact end state, once every message has been processed.
-fn assert_exact(c: &mut postgres::Client, url: &str, n: usize, valid: usize) {
-    assert_eq!(
-        count(c, "SELECT count(*) FROM user_logins") as usize,
-        valid,
-        "each valid message loaded"
-    );
-    assert_eq!(
-        count(c, "SELECT count(DISTINCT user_id) FROM user_logins") as usize,
-        valid,
-        "none twice"
-    );
-    assert_eq!(
-        count(c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize,
-        n - valid,
-        "each malformed one rejected"
-    );
-    assert_eq!(
-        count(c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize,
-        n
-    );
-    assert_eq!(queue_depth(c, url), (0, 0), "queue empty");
-}
-
-/// Run loads until every message is processed (redeliveries wait out their visibility timeout).
-fn drain_until_done(db: &str, url: &str, n: usize, timeout: Duration) {
-    let mut c = connect(db);
-    wait_until(timeout, "every message processed", || {
-        let _ = c.query("CALL load_user_logins($1)", &[&url]);
-        count(&mut c, "SELECT count(*) FROM sqs_loader.processed_messages") as usize >= n
-            && queue_depth(&mut c, url) == (0, 0)
-    });
-}
-
-fn server_is_up(db: &str) -> bool {
-    postgres::Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            env().pgport
-        ),
-        postgres::NoTls,
-    )
-    .and_then(|mut c| c.simple_query("SELECT 1"))
-    .is_ok()
-}
-
 #[test]
 fn fifty_kills_at_random_points_lose_and_duplicate_nothing() {
     // SIGKILL of a backend makes the postmaster restart every backend: no other test may run.
@@ -74,7 +15,7 @@ fn fifty_kills_at_random_points_lose_and_duplicate_nothing() {
     let mut c = db.client();
     let url = create_queue(&mut c, "it-kills");
     let n = 5000;
-    let (bodies, valid) = messages(n, "k");
+    let (bodies, valid) = messages_with_rejects(n, "k");
     send(&mut c, &url, &bodies);
     c.batch_execute(&format!(
         "ALTER DATABASE {} SET sqs_loader.visibility_timeout = 2; ALTER DATABASE {} SET sqs_loader.batch_size = 100",
@@ -82,63 +23,19 @@ fn fifty_kills_at_random_points_lose_and_duplicate_nothing() {
     ))
     .unwrap();
     drop(c);
-    let (mut sigkills, mut terminates, mut mid_run) = (0, 0, 0);
-    for i in 0..50 {
-        let (pid, run) = spawn_load(&db.name, &url);
-        let mut admin = connect(&db.name);
-        let before = count(
-            &mut admin,
-            "SELECT count(*) FROM sqs_loader.processed_messages",
-        );
-        // A random point of the run: before, during or between batches; every other kill once
-        // the run has committed a batch, so that enough land mid-run whatever the timing.
-        if i % 4 < 2 {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline
-                && count(
-                    &mut admin,
-                    "SELECT count(*) FROM sqs_loader.processed_messages",
-                ) == before
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(
-            (getrandom::u32().unwrap() % 200) as u64,
-        ));
-        if i % 2 == 0 {
-            // SIGKILL: the server goes through crash recovery. Wait for it to be over (its log
-            // says "ready" once more) before connecting: a connection made before the postmaster
-            // noticed the kill would be cut by the restart.
-            sigkill_and_wait_for_recovery(pid);
-            sigkills += 1;
-        } else {
-            admin
-                .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                .unwrap();
-            terminates += 1;
-        }
-        drop(admin);
-        let result = run.join().unwrap();
-        wait_until(
-            Duration::from_secs(60),
-            "the server to accept connections",
-            || server_is_up(&db.name),
-        );
-        let mut admin = connect(&db.name);
-        let after = count(
-            &mut admin,
-            "SELECT count(*) FROM sqs_loader.processed_messages",
-        );
-        if result.is_err() && after > before {
-            mid_run += 1;
-        }
-    }
+    let k = kill_runs_at_random_points(&db.name, &url, 50);
     drain_until_done(&db.name, &url, n, Duration::from_secs(120));
     let mut c = db.client();
     assert_exact(&mut c, &url, n, valid);
-    eprintln!("kills: {sigkills} SIGKILL + {terminates} pg_terminate_backend; {mid_run} after the run had committed batches");
-    assert!(mid_run >= 10, "enough kills landed mid-run ({mid_run})");
+    eprintln!(
+        "kills: {} SIGKILL + {} pg_terminate_backend; {} after the run had committed batches",
+        k.sigkills, k.terminates, k.mid_run
+    );
+    assert!(
+        k.mid_run >= 10,
+        "enough kills landed mid-run ({})",
+        k.mid_run
+    );
 }
 
 #[test]
@@ -148,7 +45,7 @@ fn immediate_shutdown_mid_run_loses_and_duplicates_nothing() {
     let mut c = db.client();
     let url = create_queue(&mut c, "it-restart");
     let n = 2000;
-    let (bodies, valid) = messages(n, "r");
+    let (bodies, valid) = messages_with_rejects(n, "r");
     send(&mut c, &url, &bodies);
     c.batch_execute(&format!(
         "ALTER DATABASE {0} SET sqs_loader.visibility_timeout = 3; ALTER DATABASE {0} SET sqs_loader.batch_size = 50",
@@ -187,7 +84,7 @@ fn a_faulty_endpoint_gives_clear_errors_or_success_and_loses_nothing() {
     let mut c = db.client();
     let url = create_queue(&mut c, "it-faulty");
     let n = 1500;
-    let (bodies, valid) = messages(n, "f");
+    let (bodies, valid) = messages_with_rejects(n, "f");
     send(&mut c, &url, &bodies);
     // 12 % of the requests fail: 500, 503, throttling, dropped connections, stalls past the timeout.
     let proxy = fault_proxy(&env().localstack, 12, Duration::from_secs(3));
@@ -268,7 +165,7 @@ fn cancelling_a_run_stuck_on_a_stalled_endpoint_loses_nothing() {
     let mut c = db.client();
     let url = create_queue(&mut c, "it-stall");
     let n = 300;
-    let (bodies, valid) = messages(n, "s");
+    let (bodies, valid) = messages_with_rejects(n, "s");
     send(&mut c, &url, &bodies);
     let proxy = fault_proxy(&env().localstack, 0, Duration::from_secs(600));
     c.batch_execute(&format!(
@@ -326,7 +223,7 @@ fn batches_commit_durably_even_with_synchronous_commit_off() {
     let db = TestDb::new("durable");
     let mut c = db.client();
     let url = create_queue(&mut c, "it-durable");
-    let (bodies, valid) = messages(200, "d");
+    let (bodies, valid) = messages_with_rejects(200, "d");
     send(&mut c, &url, &bodies);
     // Asynchronous commits sit in WAL buffers for up to 3 × wal_writer_delay: an immediate
     // shutdown loses them. The loader deletes messages right after committing them.
