@@ -390,6 +390,22 @@ pub fn as_pg_user(program: &str) -> std::process::Command {
     }
 }
 
+/// A PostgreSQL client program of the cluster's major (psql, pg_dump, pg_restore) connecting
+/// to the cluster as postgres; add the database and the rest.
+pub fn pg_client(program: &str) -> std::process::Command {
+    let e = env();
+    let mut c = std::process::Command::new(format!("{}/{program}", e.pgbin));
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &e.pgport.to_string(),
+        "-U",
+        "postgres",
+    ]);
+    c
+}
+
 /// Run pg_ctl as the cluster's OS user.
 pub fn pg_ctl(args: &[&str]) {
     let e = env();

@@ -144,10 +144,8 @@ fn send_duplicate(c: &mut postgres::Client, url: &str) -> (String, String) {
 
 /// psql on the coordinator: (stdout, stderr) of these commands in one session.
 fn psql(db: &str, commands: &[&str]) -> (String, String) {
-    let e = env();
-    let mut cmd = std::process::Command::new(format!("{}/psql", e.pgbin));
-    cmd.args(["-X", "-h", "127.0.0.1", "-p", &e.pgport.to_string()])
-        .args(["-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1"]);
+    let mut cmd = pg_client("psql");
+    cmd.args(["-X", "-d", db, "-v", "ON_ERROR_STOP=1"]);
     for c in commands {
         cmd.args(["-c", c]);
     }
@@ -491,17 +489,8 @@ fn a_dump_of_the_coordinator_restores_with_the_documented_steps() {
     send(&mut c, &url, &sample_messages());
     assert_eq!(load(&mut c, &url).loaded, 99);
     let (ip, token) = send_duplicate(&mut c, &url);
-    let e = env();
     let dump = std::env::temp_dir().join(format!("it-citus-{}.sql", random_suffix()));
-    let ok = std::process::Command::new(format!("{}/pg_dump", e.pgbin))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &e.pgport.to_string(),
-            "-U",
-            "postgres",
-        ])
+    let ok = pg_client("pg_dump")
         .args(["-f", &dump.to_string_lossy(), &db.name])
         .status()
         .unwrap()
@@ -523,16 +512,8 @@ fn a_dump_of_the_coordinator_restores_with_the_documented_steps() {
     assert!(!text.contains("create_distributed_table"));
 
     let restored = CitusDb::bare("restored");
-    let out = std::process::Command::new(format!("{}/psql", e.pgbin))
-        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &e.pgport.to_string()])
-        .args([
-            "-U",
-            "postgres",
-            "-d",
-            &restored.name,
-            "-v",
-            "ON_ERROR_STOP=1",
-        ])
+    let out = pg_client("psql")
+        .args(["-X", "-q", "-d", &restored.name, "-v", "ON_ERROR_STOP=1"])
         .arg("-f")
         .arg(&dump)
         .env("PGOPTIONS", "-c citus.enable_ddl_propagation=off")

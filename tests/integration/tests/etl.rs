@@ -560,17 +560,8 @@ fn pg_dump_and_restore_keep_tokens_and_recovery() {
         .unwrap()
         .get(0);
     let dump = std::env::temp_dir().join(format!("sqs_loader_it_{}.dump", random_suffix()));
-    let ok = std::process::Command::new(format!("{}/pg_dump", e.pgbin))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &e.pgport.to_string(),
-            "-U",
-            "postgres",
-            "-Fc",
-            "-f",
-        ])
+    let ok = pg_client("pg_dump")
+        .args(["-Fc", "-f"])
         .arg(&dump)
         .arg(&db.name)
         .status()
@@ -579,17 +570,8 @@ fn pg_dump_and_restore_keep_tokens_and_recovery() {
     assert!(ok, "pg_dump");
     let restore = |target: &str, extra: &[&str]| {
         TestDb::create(target);
-        let out = std::process::Command::new(format!("{}/pg_restore", e.pgbin))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &e.pgport.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                target,
-            ])
+        let out = pg_client("pg_restore")
+            .args(["-d", target])
             .args(extra)
             .arg(&dump)
             .output()
