@@ -2,8 +2,6 @@
 --
 -- Public API objects live in the extension's schema (@extschema@, usually public).
 -- Private state lives in schema sqs_loader, which PUBLIC cannot even look into.
--- Created without IF NOT EXISTS on purpose: a pre-existing schema of that name (possibly
--- owned by someone else) must make CREATE EXTENSION fail, not be adopted.
 
 -- On a Citus coordinator the extension lives on the coordinator only: with DDL propagation on,
 -- Citus would create it on every worker too, each with a token key and a vault of its own
@@ -28,6 +26,8 @@ BEGIN
 END
 $citus$;
 
+-- Created without IF NOT EXISTS on purpose: a pre-existing schema of that name (possibly
+-- owned by someone else) must make CREATE EXTENSION fail, not be adopted.
 CREATE SCHEMA sqs_loader;
 REVOKE ALL ON SCHEMA sqs_loader FROM PUBLIC;
 COMMENT ON SCHEMA sqs_loader IS
