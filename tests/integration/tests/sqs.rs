@@ -3,7 +3,7 @@
 //! Identity and web identity (each on a throwaway cluster whose environment holds only that source).
 
 use sqs_loader_it::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -194,32 +194,18 @@ fn fake_credentials((key, secret, token): (String, String, String), kind: Fake) 
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            if r.read_line(&mut line).is_err() {
+            let Some((lines, _body)) = read_request(&mut BufReader::new(&s)) else {
                 continue;
-            }
-            let mut has_token = false;
-            let mut authorization = String::new();
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                r.read_line(&mut h).unwrap();
-                let h = h.trim_end().to_string();
-                if h.is_empty() {
-                    break;
-                }
-                let lower = h.to_ascii_lowercase();
-                has_token |= lower.starts_with("x-aws-ec2-metadata-token:");
-                if lower.starts_with("authorization:") {
-                    authorization = h["authorization:".len()..].trim().to_string();
-                }
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
+            };
+            let line = &lines[0];
+            let header = |name: &str| {
+                lines[1..].iter().find_map(|h| {
+                    let (k, v) = h.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+            };
+            let has_token = header("x-aws-ec2-metadata-token").is_some();
+            let authorization = header("authorization").unwrap_or_default();
             let creds = format!(
                 r#"{{"Code":"Success","AccessKeyId":"{key}","SecretAccessKey":"{secret}","Token":"{token}","Expiration":"2099-01-01T00:00:00Z"}}"#
             );
