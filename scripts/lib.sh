@@ -31,9 +31,10 @@ DEMO_PGPORT=${DEMO_PGPORT:-55432}
 TEST_PGPORT=${TEST_PGPORT:-55433}
 BARE_PGPORT=${BARE_PGPORT:-55435}
 BENCH_PGPORT=${BENCH_PGPORT:-55434}
-# The local Citus cluster (scripts/citus.sh): a coordinator and two workers.
-CITUS_PGPORT=${CITUS_PGPORT:-55436}
-CITUS_WORKER_PORTS=${CITUS_WORKER_PORTS:-"55437 55438"}
+# The local Citus cluster (scripts/citus.sh): a coordinator and two workers. Above Linux's
+# ephemeral port range (32768-60999): the tests restart workers while connections are made.
+CITUS_PGPORT=${CITUS_PGPORT:-61436}
+CITUS_WORKER_PORTS=${CITUS_WORKER_PORTS:-"61437 61438"}
 DEMO_QUEUE_URL="http://localhost:$LOCALSTACK_PORT/000000000000/login-queue"
 # The emulators accept any credentials: the server processes get these dummy ones, and never
 # look for others (no instance-metadata probe).

@@ -249,10 +249,12 @@ fn fake_credentials((key, secret, token): (String, String, String), kind: Fake) 
 /// keys: the credential chain must find them where `server_env` points), then destroy it.
 fn on_cluster_with_env(tag: &str, server_env: &str, f: impl FnOnce(&mut postgres::Client)) {
     let e = env();
-    // One at a time (these tests hold only the shared lock), each on a port of its own.
-    static ONE: std::sync::Mutex<u16> = std::sync::Mutex::new(10);
+    // One at a time (these tests hold only the shared lock), each on a port of its own above
+    // Linux's ephemeral range (32768-60999 by default): a port in it can be taken, between two
+    // of these clusters, as the local port of any of the other tests' connections (seen once).
+    static ONE: std::sync::Mutex<u16> = std::sync::Mutex::new(61_000);
     let mut next = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let port = e.pgport + *next;
+    let port = *next;
     *next += 1;
     let name = format!("{tag}{}", random_suffix());
     let script = format!("{}/scripts/pg.sh", e.root);
@@ -263,7 +265,7 @@ fn on_cluster_with_env(tag: &str, server_env: &str, f: impl FnOnce(&mut postgres
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .status()
         .unwrap();
-    assert!(start.success());
+    assert!(start.success(), "a cluster on port {port}");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut c = postgres::Client::connect(
             &format!("host=127.0.0.1 port={port} user=postgres dbname={tag}"),
