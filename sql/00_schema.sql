@@ -190,23 +190,6 @@ COMMENT ON TABLE sqs_loader.load_runs IS
   'One row per load run (CALL load_user_logins() or a worker): its limits, counts, status and any error. A run left "running" by a crash shows in load_health as aborted. The state the loader works from.';
 COMMENT ON INDEX sqs_loader.load_runs_started_at IS 'Recent runs.';
 
-CREATE TYPE sqs_loader.batch_row AS (
-    message_id    text,
-    sent_at       timestamptz,
-    body          text,
-    user_id       text,
-    device_type   text,
-    ip            text,
-    locale        text,
-    device_id     text,
-    app_version   integer,
-    reject_reason text,
-    reject_detail text,
-    -- (0.2.0) the time of the SNS/EventBridge envelope the event came in
-    event_at      timestamptz
-);
-COMMENT ON TYPE sqs_loader.batch_row IS 'One received message, parsed: the unit of sqs_loader.load_batch().';
-
 -- pg_dump dumps the data of these extension tables; a restore gets them back.
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.token_key', '');
 SELECT pg_catalog.pg_extension_config_dump('sqs_loader.rsa_keys', '');

@@ -10,39 +10,22 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    batch sqs_loader.batch_row[];
-    claimed text[];
-    valid sqs_loader.batch_row[];
+    b record;
     n integer;
     refused_ids text[] := '{}';
     refused_details text[] := '{}';
     st text;
     msg text;
 BEGIN
-    -- Parse each distinct message once (SQS may deliver one message twice in a batch) and mask
-    -- the IPs and device ids of the valid ones, with one vault upsert: in batch, ip and
-    -- device_id hold tokens. (Masking a message that step 1 then skips stores nothing new: it
-    -- was stored when the message was loaded.) In message id order: mask_batch() sorts.
-    SELECT array_agg(ROW(b.*)::sqs_loader.batch_row)
-      INTO batch
-      FROM sqs_loader.mask_batch(p_ids, p_bodies, p_sent) AS b;
+    -- In one call: parse each distinct message once (SQS may deliver one message twice in a
+    -- batch); claim the message ids, sorted (one recorded already, loaded earlier and its
+    -- delete lost, is skipped); mask the IPs and device ids of the claimed valid ones with one
+    -- vault upsert. What comes back are column arrays: b.ips and b.device_ids hold tokens.
+    SELECT * INTO b FROM sqs_loader.prepare_batch(p_run_id, p_ids, p_bodies, p_sent);
+    skipped := b.skipped;
 
-    -- 1. Claim: a message id already recorded (loaded earlier, its delete lost) is skipped.
-    --    Sorted, so concurrent loaders take row locks in the same order.
-    WITH ins AS (
-        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
-        SELECT r.message_id, CASE WHEN r.reject_reason IS NULL THEN 'loaded' ELSE 'rejected' END, p_run_id, r.sent_at
-          FROM unnest(batch) AS r ORDER BY r.message_id
-        ON CONFLICT (message_id) DO NOTHING
-        RETURNING message_id)
-    SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;
-    skipped := cardinality(p_ids) - cardinality(claimed);
-
-    -- 2. Valid events: insert the rows.
-    SELECT array_agg(r ORDER BY r.message_id) INTO valid
-      FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
-     WHERE r.reject_reason IS NULL;
-    n := coalesce(cardinality(valid), 0);
+    -- Valid events: insert the rows.
+    n := cardinality(b.message_ids);
     loaded := 0;
     IF n > 0 THEN
         BEGIN
@@ -50,7 +33,9 @@ BEGIN
                    (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
             SELECT v.user_id, v.device_type, v.ip, v.device_id, v.locale, v.app_version,
                    (least(v.sent_at, v.event_at) AT TIME ZONE 'UTC')::date
-              FROM unnest(valid) AS v;
+              FROM unnest(b.user_ids, b.device_types, b.ips, b.device_ids, b.locales, b.app_versions,
+                          b.sent_ats, b.event_ats)
+                   AS v(user_id, device_type, ip, device_id, locale, app_version, sent_at, event_at);
             GET DIAGNOSTICS loaded = ROW_COUNT;
         EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
             -- The table refused a row (a column narrower than the parser allows, a CHECK
@@ -61,12 +46,12 @@ BEGIN
                 BEGIN
                     INSERT INTO @extschema@.user_logins
                            (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-                    VALUES ((valid[i]).user_id, (valid[i]).device_type, (valid[i]).ip, (valid[i]).device_id,
-                            (valid[i]).locale, (valid[i]).app_version, (least((valid[i]).sent_at, (valid[i]).event_at) AT TIME ZONE 'UTC')::date);
+                    VALUES (b.user_ids[i], b.device_types[i], b.ips[i], b.device_ids[i], b.locales[i],
+                            b.app_versions[i], (least(b.sent_ats[i], b.event_ats[i]) AT TIME ZONE 'UTC')::date);
                     loaded := loaded + 1;
                 EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
                     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-                    refused_ids := refused_ids || (valid[i]).message_id;
+                    refused_ids := refused_ids || b.message_ids[i];
                     refused_details := refused_details || (st || ': ' || msg);
                 END;
             END LOOP;
@@ -74,15 +59,17 @@ BEGIN
         END;
     END IF;
 
-    -- 3. Rejected messages, with reason and body. A message rejected earlier and received again
-    --    after its id was pruned from processed_messages replaces its old record.
+    -- Rejected messages, with reason and body. A message rejected earlier and received again
+    -- after its id was pruned from processed_messages replaces its old record.
     INSERT INTO sqs_loader.rejected_messages AS old (message_id, queue_url, sent_at, reason, detail, body, run_id)
-    SELECT r.message_id, p_queue_url, r.sent_at,
-           CASE WHEN f.id IS NULL THEN r.reject_reason ELSE 'insert_failed' END,
-           coalesce(f.detail, r.reject_detail), r.body, p_run_id
-      FROM unnest(batch) AS r JOIN unnest(claimed) AS c(id) ON c.id = r.message_id
-      LEFT JOIN unnest(refused_ids, refused_details) AS f(id, detail) ON f.id = r.message_id
-     WHERE r.reject_reason IS NOT NULL OR f.id IS NOT NULL
+    SELECT r.id, p_queue_url, r.sent_at, r.reason, r.detail, r.body, p_run_id
+      FROM unnest(b.rejected_ids, b.rejected_sent_ats, b.reject_reasons, b.reject_details, b.rejected_bodies)
+           AS r(id, sent_at, reason, detail, body)
+    UNION ALL
+    -- Valid messages the table refused (rare: the bodies are taken from the arguments).
+    SELECT DISTINCT ON (f.id) f.id, p_queue_url, m.sent_at, 'insert_failed', f.detail, m.body, p_run_id
+      FROM unnest(refused_ids, refused_details) AS f(id, detail)
+      JOIN unnest(p_ids, p_bodies, p_sent) AS m(id, body, sent_at) ON m.id = f.id
     ON CONFLICT (message_id) DO UPDATE
        SET queue_url = excluded.queue_url, sent_at = excluded.sent_at, rejected_at = now(),
            reason = excluded.reason, detail = excluded.detail, body = excluded.body, run_id = excluded.run_id;

@@ -53,7 +53,7 @@ pgrx::extension_sql_file!(
         api::loader::delete_collect,
         api::sqs::sqs_queue_attributes,
         api::masking::mask_values,
-        api::loader::mask_batch,
+        api::loader::prepare_batch,
         api::loader::parse_login,
         api::loader::version
     ]

@@ -4,6 +4,7 @@
 use super::sqs::warn_failures;
 use super::{message_row, non_null, timestamptz_from_epoch_ms};
 use crate::login;
+use crate::postgres::batch;
 use crate::postgres::{guc, loader_state, vault};
 use crate::sqs::executor::ReceiveArgs;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -208,29 +209,15 @@ fn reject_reasons() -> TableIterator<'static, (name!(reason, String), name!(mean
     )
 }
 
-/// One row of [`mask_batch`]: the columns of `sqs_loader.batch_row`.
-type BatchRow = (
-    String,
-    Option<TimestampWithTimeZone>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i32>,
-    Option<String>,
-    Option<String>,
-    Option<TimestampWithTimeZone>,
-);
-
-/// load_batch()'s first step in one call: the distinct messages of a batch (by message id,
-/// sorted), each body parsed as parse_login() does, and the IPs and device ids of the valid ones
-/// masked with one vault upsert — `ip` and `device_id` hold their tokens, never the values.
+/// load_batch()'s first step in one call: the distinct messages of a batch (by message id),
+/// each body parsed as parse_login() does; their ids claimed in processed_messages (a message
+/// already recorded there is skipped); the IPs and device ids of the claimed valid ones masked
+/// with one vault upsert. Returns column arrays, not rows: what load_batch() inserts from.
 #[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
 #[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
 #[search_path(pg_catalog, pg_temp)]
-fn mask_batch(
+fn prepare_batch(
+    run_id: Option<i64>,
     ids: Vec<Option<String>>,
     bodies: Vec<Option<String>>,
     sent: Vec<Option<TimestampWithTimeZone>>,
@@ -238,63 +225,97 @@ fn mask_batch(
     TableIterator<
         'static,
         (
-            name!(message_id, String),
-            name!(sent_at, Option<TimestampWithTimeZone>),
-            name!(body, Option<String>),
-            name!(user_id, Option<String>),
-            name!(device_type, Option<String>),
-            name!(ip, Option<String>),
-            name!(locale, Option<String>),
-            name!(device_id, Option<String>),
-            name!(app_version, Option<i32>),
-            name!(reject_reason, Option<String>),
-            name!(reject_detail, Option<String>),
-            name!(event_at, Option<TimestampWithTimeZone>),
+            name!(skipped, i32),
+            name!(message_ids, Vec<String>),
+            name!(user_ids, Vec<String>),
+            name!(device_types, Vec<Option<String>>),
+            name!(ips, Vec<Option<String>>),
+            name!(locales, Vec<Option<String>>),
+            name!(device_ids, Vec<Option<String>>),
+            name!(app_versions, Vec<Option<i32>>),
+            name!(sent_ats, Vec<Option<TimestampWithTimeZone>>),
+            name!(event_ats, Vec<Option<TimestampWithTimeZone>>),
+            name!(rejected_ids, Vec<String>),
+            name!(rejected_sent_ats, Vec<Option<TimestampWithTimeZone>>),
+            name!(reject_reasons, Vec<String>),
+            name!(reject_details, Vec<Option<String>>),
+            name!(rejected_bodies, Vec<Option<String>>),
         ),
     >,
     ErrorReport,
 > {
+    let received = ids.len();
     let mut msgs: Vec<(String, Option<TimestampWithTimeZone>, Option<String>)> = ids
         .into_iter()
         .zip(bodies)
         .zip(sent)
         .filter_map(|((id, body), sent)| id.map(|id| (id, sent, body)))
         .collect();
-    // SQS may deliver one message twice in a batch: once is enough.
+    // SQS may deliver one message twice in a batch: once is enough. Sorted, so concurrent
+    // loaders take the claims' row locks in the same order.
     msgs.sort_by(|a, b| a.0.cmp(&b.0));
     msgs.dedup_by(|a, b| a.0 == b.0);
-    let mut rows: Vec<BatchRow> = Vec::with_capacity(msgs.len());
-    // The values to mask: IPs of the valid rows, then their device ids.
-    let mut valid = Vec::new();
-    for (id, sent, body) in msgs {
-        // A message without a body (SQS never sends one) is rejected as an empty one would be.
-        let (user_id, device_type, ip, locale, device_id, app_version, reason, detail, _, event_at) =
-            login_columns(body.as_deref().unwrap_or_default());
-        if reason.is_none() {
-            valid.push(rows.len());
+    // A message without a body (SQS never sends one) is rejected as an empty one would be.
+    let parsed: Vec<Result<login::Parsed, login::Rejection>> = msgs
+        .iter()
+        .map(|(_, _, body)| login::parse_message(body.as_deref().unwrap_or_default()))
+        .collect();
+    let claimed = batch::claim(run_id, &msgs, &parsed)?;
+    let skipped = (received - claimed.iter().filter(|c| **c).count()) as i32;
+    let (mut ids, mut user_ids, mut device_types, mut locales, mut versions) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut sent_ats, mut event_ats, mut values, mut devices) = (vec![], vec![], vec![], vec![]);
+    let (mut rej_ids, mut rej_sent, mut reasons, mut details, mut rej_bodies) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (((id, sent, body), p), claimed) in msgs.into_iter().zip(parsed).zip(claimed) {
+        if !claimed {
+            continue;
         }
-        rows.push((
-            id,
-            sent,
-            body,
-            user_id,
-            device_type,
-            ip,
-            locale,
-            device_id,
-            app_version,
-            reason,
-            detail,
-            event_at,
-        ));
+        match p {
+            Ok(login::Parsed { event: e, envelope }) => {
+                ids.push(id);
+                user_ids.push(e.user_id);
+                device_types.push(e.device_type);
+                values.push(Some(e.ip));
+                locales.push(e.locale);
+                devices.push(Some(e.device_id));
+                versions.push(Some(e.app_version));
+                sent_ats.push(sent);
+                event_ats.push(
+                    envelope
+                        .and_then(|v| v.time_ms)
+                        .and_then(timestamptz_from_epoch_ms),
+                );
+            }
+            Err(r) => {
+                rej_ids.push(id);
+                rej_sent.push(sent);
+                reasons.push(r.reason.to_string());
+                details.push(Some(r.detail));
+                rej_bodies.push(body);
+            }
+        }
     }
-    let mut values: Vec<Option<String>> = valid.iter().map(|&i| rows[i].5.take()).collect();
-    values.extend(valid.iter().map(|&i| rows[i].7.take()));
-    let tokens = vault::mask_values(&values, vault::Store::Vault)?;
-    let (ips, devices) = tokens.split_at(valid.len());
-    for (k, &i) in valid.iter().enumerate() {
-        rows[i].5 = ips[k].clone();
-        rows[i].7 = devices[k].clone();
-    }
-    Ok(TableIterator::new(rows))
+    // The IPs, then the device ids: one vault upsert for both.
+    let n = values.len();
+    values.append(&mut devices);
+    let mut ips = vault::mask_values(&values, vault::Store::Vault)?;
+    let device_ids = ips.split_off(n);
+    Ok(TableIterator::once((
+        skipped,
+        ids,
+        user_ids,
+        device_types,
+        ips,
+        locales,
+        device_ids,
+        versions,
+        sent_ats,
+        event_ats,
+        rej_ids,
+        rej_sent,
+        reasons,
+        details,
+        rej_bodies,
+    )))
 }

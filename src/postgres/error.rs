@@ -31,6 +31,9 @@ pub enum Error {
     /// AWS credentials stored with ALTER ROLE/DATABASE SET, readable by every role.
     #[error("AWS credentials are stored in pg_db_role_setting, which every role can read ({0})")]
     SecretInCatalog(String),
+    /// Something that cannot happen unless the extension's own objects were tampered with.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -202,6 +205,12 @@ impl From<Error> for ErrorReport {
             Error::Mask(e) => e.into(),
             Error::Thread(e) => e.into(),
             Error::InvalidArgument(m) => report(ERRCODE_INVALID_PARAMETER_VALUE, m, None, None),
+            Error::Internal(m) => report(
+                ERRCODE_INTERNAL_ERROR,
+                m,
+                None,
+                Some("The extension's objects may have been altered: compare them with a fresh install (ALTER EXTENSION sqs_loader UPDATE, or re-create it)."),
+            ),
             e @ Error::NullValue(_) => {
                 report(ERRCODE_NULL_VALUE_NOT_ALLOWED, e.to_string(), None, None)
             }

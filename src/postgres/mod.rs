@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod batch;
 pub mod error;
 pub mod guc;
 pub mod loader_state;
