@@ -37,7 +37,13 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
     reset_tables(&mut c);
     let mut cpu = None;
     let took = match d {
-        Drainer::Bare { clients } => sqs.bare_drain(&url, n, clients),
+        Drainer::Bare { clients } => {
+            // What receiving and deleting alone cost (the same SQS client code, no database).
+            let before = crate::common::cpu_seconds("self");
+            let took = sqs.bare_drain(&url, n, clients);
+            cpu = Some((crate::common::cpu_seconds("self") - before) * 1e6 / n as f64);
+            took
+        }
         Drainer::Loader { runs, parallel } => {
             let barrier = Arc::new(Barrier::new(runs));
             let start = Instant::now();
@@ -156,12 +162,11 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         t.add(name, "msg/s", v, note);
         let cpu: Vec<f64> = cpu.into_iter().flatten().collect();
         if !cpu.is_empty() {
-            cpu_rows.add(
-                name,
-                "µs/msg",
-                cpu,
-                "CPU of the loading backends and their I/O threads (/proc/PID/stat)".into(),
-            );
+            let what = match d {
+                Drainer::Bare { .. } => "CPU of the bare client's process (/proc/self/stat)",
+                _ => "CPU of the loading backends and their I/O threads (/proc/PID/stat)",
+            };
+            cpu_rows.add(name, "µs/msg", cpu, what.into());
         }
     };
     let bare: &[usize] = if p.full { &[1, 4, 16] } else { &[1, 4] };
