@@ -143,6 +143,37 @@ $$;
 COMMENT ON FUNCTION @extschema@.forget_pii(text) IS
   'Erase a masked value (crypto-shredding): its sealed value is deleted and a tombstone keeps it from ever being stored again, whatever runs concurrently; the token stays in the data as an opaque id. True when a value was erased.';
 
+-- Store sealed values under their tokens (sorted: concurrent loaders lock them in the same
+-- order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
+-- token is new (one index descent per value instead of ON CONFLICT's two); when one is stored
+-- already (by another backend, or erased: a tombstone), the INSERT fails and is undone, and
+-- ON CONFLICT DO NOTHING stores the rest. Returns whether the plain INSERT did it.
+CREATE FUNCTION sqs_loader.vault_store(p_tokens text[], p_data_key_id bigint, p_sealed bytea[],
+                                       p_try_plain boolean) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_try_plain THEN
+        BEGIN
+            INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
+            SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s);
+            RETURN true;
+        EXCEPTION WHEN unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
+    -- waits for a concurrent forget_pii() of the same token to commit or abort first.
+    INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
+    SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s)
+    ON CONFLICT (token) DO NOTHING;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.vault_store(text[], bigint, bytea[], boolean) IS
+  'Store sealed values under their tokens, never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every token is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
+
 -- The one place that reveals values on the server. Callers reach it through the unmask_pii()
 -- overloads, which every role may call: the refusal of non-members happens in here, after the
 -- key was masked in the statement, so it never reaches the log (whatever the logging settings).

@@ -1,6 +1,40 @@
 -- The ETL: load_user_logins() and what it needs. Orchestration is SQL; parsing, masking and
 -- SQS calls are the Rust functions.
 
+-- Claim message ids for a run (exactly once: a message id already recorded was loaded or
+-- rejected before, and is skipped). p_ids are distinct and sorted: concurrent loaders lock them
+-- in the same order. Usually every id is new, and a plain INSERT is the cheap way; when one is
+-- not (a redelivery), the INSERT is undone and ON CONFLICT DO NOTHING claims the others.
+-- Returns the ids claimed. Called by prepare_batch().
+CREATE FUNCTION sqs_loader.claim_messages(p_run_id bigint, p_ids text[], p_valid boolean[],
+                                          p_sent timestamptz[]) RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    claimed text[];
+BEGIN
+    BEGIN
+        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+        SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, p_run_id, u.sent
+          FROM unnest(p_ids, p_valid, p_sent) AS u(id, ok, sent);
+        RETURN p_ids;
+    EXCEPTION WHEN unique_violation THEN
+        NULL;
+    END;
+    WITH ins AS (
+        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+        SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, p_run_id, u.sent
+          FROM unnest(p_ids, p_valid, p_sent) AS u(id, ok, sent)
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING message_id)
+    SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;
+    RETURN claimed;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.claim_messages(bigint, text[], boolean[], timestamptz[]) IS
+  'Record message ids in processed_messages for a run (outcome loaded or rejected); returns those claimed: an id recorded already is skipped. Internal to prepare_batch().';
+
 -- One batch, inside the caller's transaction: claim the message ids (exactly once), insert the
 -- valid events masked, record the rejected ones. Returns the counts.
 CREATE FUNCTION sqs_loader.load_batch(
@@ -264,8 +298,7 @@ BEGIN
         want := least(want, r.max_messages - r.received);
     END IF;
     BEGIN
-        SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at),
-               array_agg(p.receive_count)
+        SELECT p.message_ids, p.receipt_handles, p.bodies, p.sent_ats, p.receive_counts
           INTO ids, handles, bodies, sents, counts
           FROM sqs_loader.pull(r.queue_url, want, r.visibility_timeout,
                    least(r.wait_seconds, greatest(0, floor(extract(epoch FROM r.deadline - clock_timestamp())))::integer),

@@ -48,7 +48,7 @@ COMMENT ON FUNCTION @extschema@.sqs_queue_attributes(text) IS
 COMMENT ON FUNCTION @extschema@.mask_pii(text) IS
   'Token of a value, to look it up in the data (WHERE masked_ip = mask_pii(''203.0.113.7'')): deterministic, keyed. Stores nothing; every distinct value looked up is audited. NULL in, NULL out.';
 COMMENT ON FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) IS
-  'Receive for load_user_logins(): takes the batch prefetched for the same request and, with prefetch, receives the next one in the background.';
+  'Receive for load_user_logins(): one row of column arrays; takes the batch prefetched for the same request and, with prefetch, receives the next one in the background.';
 COMMENT ON FUNCTION sqs_loader.release_prefetched() IS
   'Make the messages of a pending prefetch visible again (end of a run); returns how many.';
 COMMENT ON FUNCTION sqs_loader.delete_after_commit(text, text[]) IS

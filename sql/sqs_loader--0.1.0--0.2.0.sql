@@ -173,8 +173,7 @@ BEGIN
         want := least(want, r.max_messages - r.received);
     END IF;
     BEGIN
-        SELECT array_agg(p.message_id), array_agg(p.receipt_handle), array_agg(p.body), array_agg(p.sent_at),
-               array_agg(p.receive_count)
+        SELECT p.message_ids, p.receipt_handles, p.bodies, p.sent_ats, p.receive_counts
           INTO ids, handles, bodies, sents, counts
           FROM sqs_loader.pull(r.queue_url, want, r.visibility_timeout,
                    least(r.wait_seconds, greatest(0, floor(extract(epoch FROM r.deadline - clock_timestamp())))::integer),
@@ -807,7 +806,6 @@ ALTER FUNCTION @extschema@.sqs_delete(text, text[]) SET search_path TO pg_catalo
 ALTER FUNCTION @extschema@.sqs_send(text, text[]) SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION @extschema@.sqs_create_queue(text, jsonb) SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION @extschema@.sqs_queue_attributes(text) SET search_path TO pg_catalog, pg_temp;
-ALTER FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION sqs_loader.release_prefetched() SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION sqs_loader.delete_collect(boolean) SET search_path TO pg_catalog, pg_temp;
 ALTER FUNCTION sqs_loader.delete_after_commit(text, text[]) SET search_path TO pg_catalog, pg_temp;
@@ -1033,6 +1031,71 @@ COMMENT ON FUNCTION @extschema@.sqs_send(text, text[], text) IS
   'Send messages in one message group (what a FIFO queue requires), in order, each with its own deduplication id (a retried request is not sent twice); returns how many were sent.';
 
 -- ---------------------------------------------------------------- one call per batch (#16)
+-- Store sealed values under their tokens (sorted: concurrent loaders lock them in the same
+-- order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
+-- token is new (one index descent per value instead of ON CONFLICT's two); when one is stored
+-- already (by another backend, or erased: a tombstone), the INSERT fails and is undone, and
+-- ON CONFLICT DO NOTHING stores the rest. Returns whether the plain INSERT did it.
+CREATE FUNCTION sqs_loader.vault_store(p_tokens text[], p_data_key_id bigint, p_sealed bytea[],
+                                       p_try_plain boolean) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_try_plain THEN
+        BEGIN
+            INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
+            SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s);
+            RETURN true;
+        EXCEPTION WHEN unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
+    -- waits for a concurrent forget_pii() of the same token to commit or abort first.
+    INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
+    SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s)
+    ON CONFLICT (token) DO NOTHING;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.vault_store(text[], bigint, bytea[], boolean) IS
+  'Store sealed values under their tokens, never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every token is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
+
+-- Claim message ids for a run (exactly once: a message id already recorded was loaded or
+-- rejected before, and is skipped). p_ids are distinct and sorted: concurrent loaders lock them
+-- in the same order. Usually every id is new, and a plain INSERT is the cheap way; when one is
+-- not (a redelivery), the INSERT is undone and ON CONFLICT DO NOTHING claims the others.
+-- Returns the ids claimed. Called by prepare_batch().
+CREATE FUNCTION sqs_loader.claim_messages(p_run_id bigint, p_ids text[], p_valid boolean[],
+                                          p_sent timestamptz[]) RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    claimed text[];
+BEGIN
+    BEGIN
+        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+        SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, p_run_id, u.sent
+          FROM unnest(p_ids, p_valid, p_sent) AS u(id, ok, sent);
+        RETURN p_ids;
+    EXCEPTION WHEN unique_violation THEN
+        NULL;
+    END;
+    WITH ins AS (
+        INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
+        SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, p_run_id, u.sent
+          FROM unnest(p_ids, p_valid, p_sent) AS u(id, ok, sent)
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING message_id)
+    SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;
+    RETURN claimed;
+END
+$$;
+COMMENT ON FUNCTION sqs_loader.claim_messages(bigint, text[], boolean[], timestamptz[]) IS
+  'Record message ids in processed_messages for a run (outcome loaded or rejected); returns those claimed: an id recorded already is skipped. Internal to prepare_batch().';
+
 -- load_batch() parses, claims and masks a batch with one call (instead of a parse_login() call
 -- per message, a mask_values() call on arrays built from the parsed rows and statements over a
 -- composite array), and inserts from the column arrays it returns: batch_row is gone.
@@ -1065,6 +1128,27 @@ AS 'MODULE_PATHNAME', 'prepare_batch_wrapper';
 COMMENT ON FUNCTION sqs_loader.prepare_batch(bigint, text[], text[], timestamptz[]) IS
   'load_batch()''s first step: parse the distinct messages of a batch, claim their ids in processed_messages (an id already there is skipped), mask the IPs and device ids of the claimed valid ones (one vault upsert); column arrays in message id order.';
 DROP TYPE sqs_loader.batch_row;
+-- The loader's receive returns one row of column arrays instead of a row per message.
+DROP FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean);
+CREATE FUNCTION sqs_loader."pull"(
+	"queue_url" TEXT,
+	"n" INT,
+	"visibility_timeout" INT,
+	"wait_seconds" INT,
+	"prefetch" bool
+) RETURNS TABLE (
+	"message_ids" TEXT[],
+	"receipt_handles" TEXT[],
+	"bodies" TEXT[],
+	"sent_ats" timestamp with time zone[],
+	"receive_counts" INT[]
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pull_wrapper';
+COMMENT ON FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean) IS
+  'Receive for load_user_logins(): one row of column arrays; takes the batch prefetched for the same request and, with prefetch, receives the next one in the background.';
 
 -- ---------------------------------------------------------------- privileges (as a fresh install)
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA sqs_loader FROM PUBLIC;

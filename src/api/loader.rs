@@ -11,7 +11,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 /// load_user_logins()'s receive: like sqs_pull(), but takes the batch it prefetched for this
-/// same request and, with `prefetch`, starts receiving the next batch in the background.
+/// same request and, with `prefetch`, starts receiving the next batch in the background. One
+/// row of column arrays (empty when nothing came): what the loader passes on as arrays anyway.
 #[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
 #[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
 #[search_path(pg_catalog, pg_temp)]
@@ -25,18 +26,26 @@ fn pull(
     TableIterator<
         'static,
         (
-            name!(message_id, String),
-            name!(receipt_handle, String),
-            name!(body, String),
-            name!(sent_at, Option<TimestampWithTimeZone>),
-            name!(receive_count, Option<i32>),
+            name!(message_ids, Vec<String>),
+            name!(receipt_handles, Vec<String>),
+            name!(bodies, Vec<String>),
+            name!(sent_ats, Vec<Option<TimestampWithTimeZone>>),
+            name!(receive_counts, Vec<Option<i32>>),
         ),
     >,
     ErrorReport,
 > {
     let args = ReceiveArgs::new(n, visibility_timeout, wait_seconds)?;
     let msgs = loader_state::pull_for_loader(queue_url, args, prefetch)?;
-    Ok(TableIterator::new(msgs.into_iter().map(message_row)))
+    let mut cols: (Vec<_>, Vec<_>, Vec<_>, Vec<_>, Vec<_>) = Default::default();
+    for (id, handle, body, sent, count) in msgs.into_iter().map(message_row) {
+        cols.0.push(id);
+        cols.1.push(handle);
+        cols.2.push(body);
+        cols.3.push(sent);
+        cols.4.push(count);
+    }
+    Ok(TableIterator::once(cols))
 }
 
 /// Make the messages of a pending prefetch visible again; how many.

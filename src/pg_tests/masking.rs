@@ -174,6 +174,35 @@ mod tests {
     }
 
     #[pg_test]
+    fn vault_store_never_overwrites_and_falls_back_on_a_stored_token() {
+        install_fresh_key();
+        let t: String = store("7.7.7.7");
+        let dk: i64 = one("SELECT id FROM sqs_loader.data_keys LIMIT 1");
+        let sealed_of = |t: &str| {
+            opt::<Vec<u8>>(&format!(
+                "SELECT sealed FROM sqs_loader.vault WHERE token = {}",
+                quote(t)
+            ))
+        };
+        let before = sealed_of(&t);
+        // A batch with a stored token and a new one: the plain INSERT fails and is undone, ON
+        // CONFLICT stores the new one and leaves the stored one as it was.
+        let plain: bool = one(&format!(
+            "SELECT sqs_loader.vault_store(ARRAY[{}, 'v1.new-token'], {dk}, ARRAY['\\x01'::bytea, '\\x02'], true)",
+            quote(&t)
+        ));
+        assert!(!plain, "a stored token makes the plain INSERT fail");
+        assert_eq!(sealed_of(&t), before, "never stored over");
+        assert_eq!(sealed_of("v1.new-token"), Some(vec![2u8]));
+        // Only new tokens: the plain INSERT does it.
+        let plain: bool = one(&format!(
+            "SELECT sqs_loader.vault_store(ARRAY['v1.newer-token'], {dk}, ARRAY['\\x03'::bytea], true)"
+        ));
+        assert!(plain);
+        assert_eq!(sealed_of("v1.newer-token"), Some(vec![3u8]));
+    }
+
+    #[pg_test]
     fn erasure_forgets_the_value_but_keeps_the_token() {
         let private = install_fresh_key();
         let t: String = store("8.8.8.8");

@@ -1,5 +1,5 @@
-//! A batch's claim on its message ids, what makes loading exactly once: one
-//! `INSERT … ON CONFLICT DO NOTHING` into processed_messages, in the caller's transaction (the
+//! A batch's claim on its message ids, what makes loading exactly once: one INSERT into
+//! processed_messages (`sqs_loader.claim_messages()`), in the caller's transaction (the
 //! one that inserts the rows). A message id already there was loaded or rejected before (its
 //! delete was lost, or SQS delivered it again): it is skipped.
 
@@ -21,25 +21,23 @@ pub fn claim(
     if msgs.is_empty() {
         return Ok(claimed);
     }
-    Spi::connect_mut(|client| {
-        let rows = client.update(
-            "INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
-             SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, $2, u.sent
-               FROM unnest($1::text[], $3::boolean[], $4::timestamptz[]) AS u(id, ok, sent)
-             ON CONFLICT (message_id) DO NOTHING
-             RETURNING message_id",
-            None,
-            &[ids.into(), run_id.into(), ok.into(), sent.into()],
-        )?;
-        for row in rows {
-            let id: Option<String> = row.get(1)?;
-            if let Some(i) = id.and_then(|id| msgs.binary_search_by(|m| m.0.as_str().cmp(&id)).ok())
-            {
-                claimed[i] = true;
-            }
-        }
-        Ok::<_, pgrx::spi::SpiError>(())
+    // sqs_loader.claim_messages() (sql/20_loader.sql): a plain INSERT, or ON CONFLICT DO
+    // NOTHING when an id is recorded already.
+    let got: Option<Vec<Option<String>>> = Spi::connect_mut(|client| {
+        client
+            .update(
+                "SELECT sqs_loader.claim_messages($1, $2, $3, $4)",
+                Some(1),
+                &[run_id.into(), ids.into(), ok.into(), sent.into()],
+            )?
+            .first()
+            .get(1)
     })
     .map_err(|e| Error::Internal(format!("claiming the batch's message ids: {e}")))?;
+    for id in got.unwrap_or_default().into_iter().flatten() {
+        if let Ok(i) = msgs.binary_search_by(|m| m.0.as_str().cmp(&id)) {
+            claimed[i] = true;
+        }
+    }
     Ok(claimed)
 }

@@ -27,7 +27,14 @@ thread_local! {
     static DATA_KEY: RefCell<Option<CachedDataKey>> = const { RefCell::new(None) };
     static KNOWN: RefCell<KnownTokens> = RefCell::new(KnownTokens::default());
     static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Vault stores left that go straight to ON CONFLICT (see [`PLAIN_BACKOFF_CALLS`]).
+    static PLAIN_BACKOFF: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
+
+/// After a plain INSERT into the vault failed on a token stored already (and was undone),
+/// this many stores use ON CONFLICT DO NOTHING before a plain INSERT is tried again: bounds
+/// the work undone where several loaders share values to one store in this many.
+const PLAIN_BACKOFF_CALLS: u32 = 16;
 
 /// Keep [`KNOWN`] in step with the transactions (registered once per backend, at first use).
 fn register_callbacks() {
@@ -177,8 +184,8 @@ fn new_data_key(
     })
 }
 
-/// Tokens of `values` (distinct and sorted), aligned with them; one vault upsert
-/// (`ON CONFLICT DO NOTHING`) stores those not yet stored. Erased tokens are never stored again.
+/// Tokens of `values` (distinct and sorted), aligned with them; one vault store
+/// (`sqs_loader.vault_store()`) stores those not yet stored. Erased tokens are never stored again.
 /// Values this backend knows are stored (see [`crate::known`]) cost their HMAC only: they are
 /// neither sealed nor upserted. What the loader uses.
 fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
@@ -224,17 +231,33 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
             let sorted: Vec<&str> = order.iter().map(|&i| tokens[i].as_str()).collect();
             (k.id, sorted, sealed)
         });
-        // An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is,
-        // and waits for a concurrent forget_pii() of the same token to commit or abort first.
-        client
+        // sqs_loader.vault_store() (sql/10_masking.sql): a plain INSERT when every token is new,
+        // else ON CONFLICT DO NOTHING, which leaves an erased token's tombstone as it is.
+        let try_plain = PLAIN_BACKOFF.with(|b| {
+            let left = b.get();
+            b.set(left.saturating_sub(1));
+            left == 0
+        });
+        let plain: Option<bool> = client
             .update(
-                "INSERT INTO sqs_loader.vault(token, data_key_id, sealed)
-                 SELECT u.t, $2, u.s FROM unnest($1::text[], $3::bytea[]) AS u(t, s)
-                 ON CONFLICT (token) DO NOTHING",
-                None,
-                &[sorted_tokens.into(), dk_id.into(), sealed.into()],
+                "SELECT sqs_loader.vault_store($1, $2, $3, $4)",
+                Some(1),
+                &[
+                    sorted_tokens.into(),
+                    dk_id.into(),
+                    sealed.into(),
+                    try_plain.into(),
+                ],
             )
+            .map_err(spi_err)?
+            .first()
+            .get(1)
             .map_err(spi_err)?;
+        if try_plain && plain != Some(true) {
+            // Some token was stored already: values repeat across loaders here. Go straight to
+            // ON CONFLICT for a while rather than undo a plain INSERT batch after batch.
+            PLAIN_BACKOFF.with(|b| b.set(PLAIN_BACKOFF_CALLS));
+        }
         // Stored now, by this statement or an earlier committed one: known once we commit.
         // SAFETY: a plain read of the transaction state.
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
