@@ -193,16 +193,19 @@ fn unmasked(src: &str) -> String {
     )
 }
 
-/// What load_batch() does: one mask_values() call on the aligned ip and device_id arrays.
+/// The shape of load_batch(): the rows as column arrays, the IPs and device ids masked with one
+/// mask_values() call (one vault store), the row inserted from unnest() of the arrays.
 fn ours(src: &str) -> String {
     format!(
-        "WITH r AS (SELECT *, row_number() OVER () AS ord FROM {src}),
-              a AS (SELECT array_agg(ip ORDER BY ord) AS ips, array_agg(device_id ORDER BY ord) AS devs, count(*)::int AS n FROM r),
-              m AS (SELECT sqs_loader.mask_values(ips || devs) AS tok, n FROM a),
-              t AS (SELECT u.* FROM m, unnest(m.tok[1:m.n], m.tok[m.n + 1:2 * m.n]) WITH ORDINALITY AS u(t_ip, t_dev, ord))
+        "WITH a AS (SELECT array_agg(user_id) AS u, array_agg(device_type) AS d, array_agg(ip) AS ips,
+                           array_agg(device_id) AS devs, array_agg(locale) AS l, array_agg(app_version) AS v,
+                           count(*)::int AS n
+                      FROM {src}),
+              m AS (SELECT a.*, sqs_loader.mask_values(a.ips || a.devs) AS tok FROM a)
          INSERT INTO user_logins
-         SELECT r.user_id, r.device_type, t.t_ip, t.t_dev, r.locale, r.app_version, current_date
-           FROM r JOIN t ON t.ord = r.ord"
+         SELECT x.user_id, x.device_type, x.ip, x.dev, x.locale, x.app_version, current_date
+           FROM m, unnest(m.u, m.d, m.tok[1:m.n], m.tok[m.n + 1:2 * m.n], m.l, m.v)
+                   AS x(user_id, device_type, ip, dev, locale, app_version)"
     )
 }
 

@@ -184,7 +184,7 @@ fn new_data_key(
     })
 }
 
-/// Tokens of `values` (distinct and sorted), aligned with them; one vault store
+/// Tokens of `values` (distinct), aligned with them; one vault store
 /// (`sqs_loader.vault_store()`) stores those not yet stored. Erased tokens are never stored again.
 /// Values this backend knows are stored (see [`crate::known`]) cost their HMAC only: they are
 /// neither sealed nor upserted. What the loader uses.
@@ -295,26 +295,32 @@ fn tokens_of(distinct: &[&str], store: Store) -> Result<Vec<String>, MaskError> 
     }
 }
 
-/// Tokens for `values`, aligned with them (NULL stays NULL).
+/// Tokens for `values`, aligned with them (NULL stays NULL). Each distinct value is masked once.
 pub fn mask_values(
     values: &[Option<String>],
     store: Store,
 ) -> Result<Vec<Option<String>>, MaskError> {
-    let distinct = distinct_sorted(values);
+    let mut index: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(values.len());
+    let mut distinct: Vec<&str> = Vec::new();
+    let slots: Vec<Option<usize>> = values
+        .iter()
+        .map(|v| {
+            v.as_deref().map(|v| {
+                *index.entry(v).or_insert_with(|| {
+                    distinct.push(v);
+                    distinct.len() - 1
+                })
+            })
+        })
+        .collect();
     if distinct.is_empty() {
         return Ok(values.iter().map(|_| None).collect());
     }
     let tokens = tokens_of(&distinct, store)?;
-    Ok(values
-        .iter()
-        .map(|v| {
-            v.as_deref().map(|v| {
-                let i = distinct
-                    .binary_search(&v)
-                    .expect("every value is among the distinct ones");
-                tokens[i].clone()
-            })
-        })
+    Ok(slots
+        .into_iter()
+        .map(|s| s.map(|i| tokens[i].clone()))
         .collect())
 }
 
