@@ -16,7 +16,7 @@ use crate::sqs::{Message, SqsError};
 use pgrx::PgXactCallbackEvent;
 use std::cell::RefCell;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Messages received and their heartbeat group.
 type Received = std::result::Result<(Vec<Message>, Option<GroupId>), SqsError>;
@@ -30,27 +30,6 @@ struct Prefetch {
 }
 
 type DeleteResult = std::result::Result<BatchOutcome, SqsError>;
-
-thread_local! {
-    /// (sqs_loader.max_parallel_requests, the requests in flight this backend's loader uses
-    /// now): see [`crate::sqs::executor::adapt_in_flight`].
-    static IN_FLIGHT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// The loader's requests in flight after a batch: adapted if it came from a prefetch and was
-/// complete (a backlog), else as it was; a new setting starts over from it.
-fn in_flight(max: usize, adapt: Option<bool>) -> usize {
-    IN_FLIGHT.with(|f| {
-        let (m, cur) = f.get();
-        let cur = if m != max { max } else { cur };
-        let cur = match adapt {
-            Some(waited) => crate::sqs::executor::adapt_in_flight(cur, max, waited),
-            None => cur,
-        };
-        f.set((max, cur));
-        cur
-    })
-}
 
 /// Background delete jobs one backend may have in flight before `delete_after_commit` waits.
 const MAX_PENDING_DELETES: usize = 4;
@@ -217,17 +196,13 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
             sqs_client::for_queue(queue_url)?
         }
     };
-    let prefetched = pending.is_some();
     let rx = match pending {
         Some(p) => p.rx,
         None => receive_in_background(&client, queue_url, args)?,
     };
     // A worker asked to stop gives up waiting for a long poll: nothing received, the run ends.
     // The poll is kept as if prefetched, so that run_end() gives back whatever it receives.
-    let asked = Instant::now();
-    let received = backend::wait_unless_stopping(&rx)?;
-    let waited = asked.elapsed() >= Duration::from_millis(1);
-    let Some(received) = received else {
+    let Some(received) = backend::wait_unless_stopping(&rx)? else {
         PREFETCH.with(|p| {
             *p.borrow_mut() = Some(Prefetch {
                 queue_url: queue_url.to_string(),
@@ -252,11 +227,6 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
         pgrx::register_xact_callback(PgXactCallbackEvent::Abort, forget_current);
     }
     if prefetch && args.n > 0 && msgs.len() == args.n {
-        let mut client = client;
-        client.max_parallel = in_flight(
-            super::guc::max_parallel_requests(),
-            prefetched.then_some(waited),
-        );
         let rx = receive_in_background(&client, queue_url, args)?;
         PREFETCH.with(|p| {
             *p.borrow_mut() = Some(Prefetch {

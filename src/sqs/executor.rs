@@ -60,20 +60,6 @@ impl ReceiveArgs {
     }
 }
 
-/// The loader's requests in flight, adapted batch by batch between 1 and the configured
-/// `max`: one fewer when the batch received ahead of time was complete before the loader asked
-/// for it (receiving keeps up with loading, and more requests in flight would only compete with
-/// the database for the CPU), one more when the loader had to wait for a complete batch (the
-/// queue has a backlog and receiving is what it waits for).
-pub fn adapt_in_flight(current: usize, max: usize, waited: bool) -> usize {
-    let next = if waited {
-        current + 1
-    } else {
-        current.saturating_sub(1)
-    };
-    next.clamp(1, max.max(1))
-}
-
 /// Outcome of a batch call: how many entries succeeded and the failed ones
 /// (with the receipt handle or body they carried).
 #[derive(Debug, Default)]

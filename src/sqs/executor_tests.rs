@@ -171,25 +171,3 @@ fn queue_names() {
     assert!(!valid_queue_name("x'; DROP TABLE t; --"));
     assert!(!valid_queue_name(&"a".repeat(81)));
 }
-
-#[test]
-fn in_flight_adapts_between_one_and_the_setting() {
-    // Ready before asked: one fewer, never below 1.
-    assert_eq!(adapt_in_flight(16, 16, false), 15);
-    assert_eq!(adapt_in_flight(1, 16, false), 1);
-    // Waited for: one more, never above the setting (nor when the setting was lowered).
-    assert_eq!(adapt_in_flight(4, 16, true), 5);
-    assert_eq!(adapt_in_flight(16, 16, true), 16);
-    assert_eq!(adapt_in_flight(12, 8, true), 8);
-    assert_eq!(adapt_in_flight(3, 0, true), 1);
-    // From the setting down to where receiving just keeps up, and back up when it does not.
-    let mut n = 16;
-    for _ in 0..20 {
-        n = adapt_in_flight(n, 16, false);
-    }
-    assert_eq!(n, 1);
-    for _ in 0..3 {
-        n = adapt_in_flight(n, 16, true);
-    }
-    assert_eq!(n, 4);
-}
