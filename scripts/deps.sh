@@ -47,7 +47,8 @@ if [ "$PG" = 18 ] && [ ! -f "$("$PG_CONFIG" --pkglibdir)/pg_cron.so" ]; then
 fi
 pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
 # Also when a configured pg_config is gone (e.g. a checkout that was moved or deleted).
-stale=$(sed -n 's/^pg[0-9]* = "\(.*\)"$/\1/p' "$pgrx_config" 2>/dev/null | while read -r f; do [ -x "$f" ] || echo "$f"; done)
+# (No config yet on a fresh machine: sed fails, which pipefail would turn into an exit.)
+stale=$({ sed -n 's/^pg[0-9]* = "\(.*\)"$/\1/p' "$pgrx_config" 2>/dev/null || true; } | while read -r f; do [ -x "$f" ] || echo "$f"; done)
 if [ -n "$stale" ] || ! grep -qs "pg$PG = \"$PG_CONFIG\"" "$pgrx_config"; then
   step "cargo pgrx init (PostgreSQL $PG)"
   # Keep the majors already configured: init rewrites the whole file.
