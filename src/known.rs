@@ -31,6 +31,9 @@ impl Hasher for TagHasher {
 
 type Tags<V> = HashMap<Tag, V, BuildHasherDefault<TagHasher>>;
 
+/// A set of tags (hashed by their own low bits).
+pub type TagSet = HashSet<Tag, BuildHasherDefault<TagHasher>>;
+
 /// A token's first 128 bits of HMAC: what identifies it here (a collision would need 2^64 values).
 pub type Tag = u128;
 
@@ -40,7 +43,7 @@ pub type SubId = u32;
 #[derive(Default)]
 pub struct KnownTokens {
     stamp: Option<String>,
-    committed: HashSet<Tag, BuildHasherDefault<TagHasher>>,
+    committed: TagSet,
     pending: Tags<SubId>,
 }
 

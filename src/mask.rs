@@ -81,17 +81,41 @@ impl TokenKey {
     }
 
     pub fn token(&self, value: &str) -> String {
-        self.token_and_tag(value).0
+        self.token_and_tag(value).0.as_str().to_string()
     }
 
     /// The token and its first 128 bits of HMAC (what [`crate::known`] remembers).
-    pub fn token_and_tag(&self, value: &str) -> (String, u128) {
+    pub fn token_and_tag(&self, value: &str) -> (Token, u128) {
         let mac = self.mac(&[value.as_bytes()]);
-        let mut t = String::with_capacity(TOKEN_LEN);
-        t.push_str(TOKEN_PREFIX);
-        URL_SAFE_NO_PAD.encode_string(mac, &mut t);
+        let mut t = [0u8; TOKEN_LEN];
+        t[..TOKEN_PREFIX.len()].copy_from_slice(TOKEN_PREFIX.as_bytes());
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(mac, &mut t[TOKEN_PREFIX.len()..])
+            .expect("32 bytes are 43 base64 characters");
+        debug_assert_eq!(TOKEN_PREFIX.len() + n, TOKEN_LEN);
         let tag = u128::from_le_bytes(mac[..16].try_into().expect("16 of 32 bytes"));
-        (t, tag)
+        (Token(t), tag)
+    }
+}
+
+/// A token, held inline (no allocation): masking many values makes many of them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token([u8; TOKEN_LEN]);
+
+impl Token {
+    pub fn as_str(&self) -> &str {
+        // Always ASCII: the prefix and base64url characters.
+        std::str::from_utf8(&self.0).expect("a token is ASCII")
+    }
+
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -5,6 +5,7 @@ use super::sqs::warn_failures;
 use super::{message_row, non_null, timestamptz_from_epoch_ms};
 use crate::login;
 use crate::postgres::batch;
+use crate::postgres::token_array::TokenArray;
 use crate::postgres::{guc, loader_state, vault};
 use crate::sqs::executor::ReceiveArgs;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -221,7 +222,7 @@ fn reject_reasons() -> TableIterator<'static, (name!(reason, String), name!(mean
 /// load_batch()'s first step in one call: the distinct messages of a batch (by message id),
 /// each body parsed as parse_login() does; their ids claimed in processed_messages (a message
 /// already recorded there is skipped); the IPs and device ids of the claimed valid ones masked
-/// with one vault upsert. Returns column arrays, not rows: what load_batch() inserts from.
+/// with one vault store. Returns column arrays, not rows: what load_batch() inserts from.
 #[allow(clippy::type_complexity)] // pgrx needs the name!() columns written out in the signature
 #[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
 #[search_path(pg_catalog, pg_temp)]
@@ -238,9 +239,9 @@ fn prepare_batch(
             name!(message_ids, Vec<String>),
             name!(user_ids, Vec<String>),
             name!(device_types, Vec<Option<String>>),
-            name!(ips, Vec<Option<String>>),
+            name!(ips, TokenArray),
             name!(locales, Vec<Option<String>>),
-            name!(device_ids, Vec<Option<String>>),
+            name!(device_ids, TokenArray),
             name!(app_versions, Vec<Option<i32>>),
             name!(sent_ats, Vec<Option<TimestampWithTimeZone>>),
             name!(event_ats, Vec<Option<TimestampWithTimeZone>>),
@@ -285,9 +286,9 @@ fn prepare_batch(
                 ids.push(id);
                 user_ids.push(e.user_id);
                 device_types.push(e.device_type);
-                values.push(Some(e.ip));
+                values.push(e.ip);
                 locales.push(e.locale);
-                devices.push(Some(e.device_id));
+                devices.push(e.device_id);
                 versions.push(Some(e.app_version));
                 sent_ats.push(sent);
                 event_ats.push(
@@ -305,19 +306,19 @@ fn prepare_batch(
             }
         }
     }
-    // The IPs, then the device ids: one vault upsert for both.
+    // The IPs, then the device ids: one vault store for both.
     let n = values.len();
     values.append(&mut devices);
-    let mut ips = vault::mask_values(&values, vault::Store::Vault)?;
+    let mut ips = vault::mask_values(values.iter().map(|v| Some(v.as_str())), vault::Store::Vault)?;
     let device_ids = ips.split_off(n);
     Ok(TableIterator::once((
         skipped,
         ids,
         user_ids,
         device_types,
-        ips,
+        TokenArray(ips),
         locales,
-        device_ids,
+        TokenArray(device_ids),
         versions,
         sent_ats,
         event_ats,

@@ -6,6 +6,7 @@ use crate::mask;
 use crate::postgres::audit::{self, Action, Entry};
 use crate::postgres::error::Error;
 use crate::postgres::log_guard;
+use crate::postgres::token_array::TokenArray;
 use crate::postgres::vault::{self, Store};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -27,9 +28,10 @@ thread_local! {
 #[search_path(pg_catalog, pg_temp)]
 fn mask_pii(value: Option<String>) -> Result<Option<String>, ErrorReport> {
     let Some(v) = value else { return Ok(None) };
-    let token = vault::mask_values(&[Some(v.clone())], Store::TokensOnly)?
+    let token = vault::mask_values([Some(v.as_str())], Store::TokensOnly)?
         .pop()
-        .flatten();
+        .flatten()
+        .map(|t| t.as_str().to_string());
     // SAFETY: a plain read of the statement's start time.
     let statement = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
     let first = LOOKED_UP.with(|l| {
@@ -52,12 +54,12 @@ fn mask_pii(value: Option<String>) -> Result<Option<String>, ErrorReport> {
     Ok(token)
 }
 
-/// Tokens of many values, aligned with them (NULL stays NULL), with one vault upsert: the
-/// loader's path (one call per batch, no per-row function calls).
+/// Tokens of many values, aligned with them (NULL stays NULL), with one vault store: the
+/// loader's masking (one call per batch, no per-row function calls).
 #[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
 #[search_path(pg_catalog, pg_temp)]
-fn mask_values(values: Vec<Option<String>>) -> Result<Vec<Option<String>>, ErrorReport> {
-    Ok(vault::mask_values(&values, Store::Vault)?)
+fn mask_values(values: Array<'_, &str>) -> Result<TokenArray, ErrorReport> {
+    Ok(TokenArray(vault::mask_values(values.iter(), Store::Vault)?))
 }
 
 /// Tokens of many values (one row per distinct non-null value), for lookups; stores nothing,
@@ -65,9 +67,9 @@ fn mask_values(values: Vec<Option<String>>) -> Result<Vec<Option<String>>, Error
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn mask_pii_batch(
-    values: Vec<Option<String>>,
+    values: Array<'_, &str>,
 ) -> Result<TableIterator<'static, (name!(value, String), name!(token, String))>, ErrorReport> {
-    let pairs = vault::mask_pairs(&values, Store::TokensOnly)?;
+    let pairs = vault::mask_pairs(values.iter())?;
     audit::record(
         Action::Mask,
         vec![Entry {

@@ -40,6 +40,60 @@ mod tests {
         assert_eq!(in_vault(&a), 1);
     }
 
+    /// mask_values() builds its text[] by hand (crate::postgres::token_array): the array must be
+    /// an ordinary one — aligned with the input, NULL kept, repeats masked alike, bounds 1..n,
+    /// usable by every array function — and the same whether the values were stored or known.
+    #[pg_test]
+    fn mask_values_returns_an_ordinary_text_array() {
+        install_fresh_key();
+        let a: String = one("SELECT mask_pii('10.0.0.1')");
+        let b: String = one("SELECT mask_pii('10.0.0.2')");
+        for round in ["stores", "known"] {
+            run("CREATE TEMP TABLE IF NOT EXISTS t(tok text[])");
+            run("TRUNCATE t");
+            run("INSERT INTO t SELECT sqs_loader.mask_values(ARRAY['10.0.0.1', NULL, '10.0.0.2', '10.0.0.1', NULL])");
+            assert_eq!(
+                one::<String>("SELECT array_dims(tok) FROM t"),
+                "[1:5]",
+                "{round}"
+            );
+            assert_eq!(one::<String>("SELECT tok[1] FROM t"), a, "{round}");
+            assert_eq!(one::<String>("SELECT tok[3] FROM t"), b, "{round}");
+            assert_eq!(one::<String>("SELECT tok[4] FROM t"), a, "{round}");
+            assert_eq!(opt::<String>("SELECT tok[2] FROM t"), None, "{round}");
+            assert_eq!(opt::<String>("SELECT tok[5] FROM t"), None, "{round}");
+            assert_eq!(
+                one::<i64>("SELECT count(*) FROM t, unnest(tok) u WHERE u IS NULL"),
+                2,
+                "{round}"
+            );
+            assert_eq!(
+                one::<i64>("SELECT count(DISTINCT u) FROM t, unnest(tok) u"),
+                2,
+                "{round}"
+            );
+            // Equal to the same text built by PostgreSQL (hashing and comparing byte by byte).
+            assert!(
+                one::<bool>(&format!(
+                    "SELECT tok = ARRAY[{a}, NULL, {b}, {a}, NULL]::text[] AND hashtext(tok[1]) = hashtext({a}) FROM t",
+                    a = quote(&a),
+                    b = quote(&b)
+                )),
+                "{round}"
+            );
+        }
+        assert_eq!(
+            one::<String>(
+                "SELECT coalesce(array_dims(sqs_loader.mask_values('{}'::text[])), 'empty')"
+            ),
+            "empty"
+        );
+        assert_eq!(
+            one::<String>("SELECT array_to_string(sqs_loader.mask_values(ARRAY[NULL, NULL]::text[]), ',', '-')"),
+            "-,-"
+        );
+    }
+
     #[pg_test]
     fn ten_thousand_distinct_values_no_collision() {
         install_fresh_key();

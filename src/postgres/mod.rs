@@ -9,5 +9,6 @@ pub mod guc;
 pub mod loader_state;
 pub mod log_guard;
 pub mod sqs_client;
+pub mod token_array;
 pub mod vault;
 pub mod worker;

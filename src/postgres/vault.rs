@@ -5,8 +5,8 @@
 //! database holds it only wrapped under the RSA public key). It is replaced after
 //! `DATA_KEY_USES` values, or when its row is gone (the transaction that created it aborted).
 
-use crate::known::KnownTokens;
-use crate::mask::{self, MaskError};
+use crate::known::{KnownTokens, Tag, TagSet};
+use crate::mask::{self, MaskError, Token};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::cell::RefCell;
@@ -184,11 +184,12 @@ fn new_data_key(
     })
 }
 
-/// Tokens of `values` (distinct), aligned with them; one vault store
-/// (`sqs_loader.vault_store()`) stores those not yet stored. Erased tokens are never stored again.
-/// Values this backend knows are stored (see [`crate::known`]) cost their HMAC only: they are
-/// neither sealed nor upserted. What the loader uses.
-fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
+/// Tokens of `values`, aligned with them (NULL stays NULL); one vault store
+/// (`sqs_loader.vault_store()`) stores the values not yet stored, each distinct one once. Erased
+/// tokens are never stored again. Values this backend knows are stored (see [`crate::known`])
+/// cost their HMAC only: they are neither sealed nor stored, nor looked up in a map of the
+/// batch's values. What the loader uses.
+fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskError> {
     register_callbacks();
     Spi::connect_mut(|client| {
         let cached = DATA_KEY
@@ -196,20 +197,39 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
             .unwrap_or(-1);
         let (tk, tk_id, dk_exists, vault_id) = token_key(client, cached)?;
         let stamp = format!("{vault_id}/{tk_id}");
-        let (tokens, tags): (Vec<String>, Vec<u128>) =
-            values.iter().map(|v| tk.token_and_tag(v)).unzip();
-        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
-        let mut order: Vec<usize> = KNOWN.with(|k| {
+        // The first index of each distinct value not known to be stored, and its tag.
+        let (mut new, mut new_tags): (Vec<usize>, Vec<Tag>) = (vec![], vec![]);
+        let tokens: Vec<Option<Token>> = KNOWN.with(|k| {
             let mut k = k.borrow_mut();
             k.check_stamp(&stamp);
-            (0..values.len())
-                .filter(|&i| !k.contains(tags[i]))
+            let mut seen = TagSet::default();
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.map(|v| {
+                        let (token, tag) = tk.token_and_tag(v);
+                        if !k.contains(tag) && seen.insert(tag) {
+                            new.push(i);
+                            new_tags.push(tag);
+                        }
+                        token
+                    })
+                })
                 .collect()
         });
-        if order.is_empty() {
+        if new.is_empty() {
             return Ok(tokens);
         }
-        order.sort_unstable_by(|&a, &b| tokens[a].cmp(&tokens[b]));
+        let token = |i: usize| {
+            tokens[i]
+                .as_ref()
+                .expect("a new value is not NULL")
+                .as_str()
+        };
+        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
+        let mut order: Vec<usize> = (0..new.len()).collect();
+        order.sort_unstable_by(|&a, &b| token(new[a]).cmp(token(new[b])));
         let reuse = dk_exists
             && DATA_KEY.with(|d| {
                 d.borrow().as_ref().is_some_and(|k| {
@@ -226,9 +246,13 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
             k.uses += order.len() as u64;
             let sealed: Vec<Vec<u8>> = order
                 .iter()
-                .map(|&i| k.sealer.seal(&tokens[i], values[i].as_bytes()))
+                .map(|&j| {
+                    let i = new[j];
+                    let value = values[i].expect("a new value is not NULL");
+                    k.sealer.seal(token(i), value.as_bytes())
+                })
                 .collect();
-            let sorted: Vec<&str> = order.iter().map(|&i| tokens[i].as_str()).collect();
+            let sorted: Vec<&str> = order.iter().map(|&j| token(new[j])).collect();
             (k.id, sorted, sealed)
         });
         // sqs_loader.vault_store() (sql/10_masking.sql): a plain INSERT when every token is new,
@@ -261,24 +285,21 @@ fn mask_distinct(values: &[&str]) -> Result<Vec<String>, MaskError> {
         // Stored now, by this statement or an earlier committed one: known once we commit.
         // SAFETY: a plain read of the transaction state.
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
-        KNOWN.with(|k| k.borrow_mut().stored(sub, order.iter().map(|&i| tags[i])));
+        KNOWN.with(|k| k.borrow_mut().stored(sub, new_tags));
         Ok(tokens)
     })
 }
 
-/// Tokens of `values` without storing anything: what a lookup needs (`mask_pii()`).
-fn tokens_only(values: &[&str]) -> Result<Vec<String>, MaskError> {
+/// Tokens of `values`, aligned with them (NULL stays NULL), without storing anything: what a
+/// lookup needs (`mask_pii()`, `mask_pii_batch()`).
+fn tokens_only(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskError> {
     Spi::connect(|client| {
         let (tk, _, _, _) = token_key(client, -1)?;
-        Ok(values.iter().map(|v| tk.token(v)).collect())
+        Ok(values
+            .iter()
+            .map(|v| v.map(|v| tk.token_and_tag(v).0))
+            .collect())
     })
-}
-
-fn distinct_sorted(values: &[Option<String>]) -> Vec<&str> {
-    let mut distinct: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    distinct
 }
 
 /// Whether masking stores the values in the vault (the loader) or only computes tokens (lookups).
@@ -288,56 +309,37 @@ pub enum Store {
     TokensOnly,
 }
 
-fn tokens_of(distinct: &[&str], store: Store) -> Result<Vec<String>, MaskError> {
+/// Tokens for `values`, aligned with them (NULL stays NULL).
+pub fn mask_values<'a>(
+    values: impl IntoIterator<Item = Option<&'a str>>,
+    store: Store,
+) -> Result<Vec<Option<Token>>, MaskError> {
+    let values: Vec<Option<&str>> = values.into_iter().collect();
+    if values.iter().all(Option::is_none) {
+        return Ok(vec![None; values.len()]);
+    }
     match store {
-        Store::Vault => mask_distinct(distinct),
-        Store::TokensOnly => tokens_only(distinct),
+        Store::Vault => mask_and_store(&values),
+        Store::TokensOnly => tokens_only(&values),
     }
 }
 
-/// Tokens for `values`, aligned with them (NULL stays NULL). Each distinct value is masked once.
-pub fn mask_values(
-    values: &[Option<String>],
-    store: Store,
-) -> Result<Vec<Option<String>>, MaskError> {
-    let mut index: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(values.len());
-    let mut distinct: Vec<&str> = Vec::new();
-    let slots: Vec<Option<usize>> = values
-        .iter()
-        .map(|v| {
-            v.as_deref().map(|v| {
-                *index.entry(v).or_insert_with(|| {
-                    distinct.push(v);
-                    distinct.len() - 1
-                })
-            })
-        })
-        .collect();
-    if distinct.is_empty() {
-        return Ok(values.iter().map(|_| None).collect());
-    }
-    let tokens = tokens_of(&distinct, store)?;
-    Ok(slots
-        .into_iter()
-        .map(|s| s.map(|i| tokens[i].clone()))
-        .collect())
-}
-
-/// Pairs (value, token) for the distinct non-null values.
-pub fn mask_pairs(
-    values: &[Option<String>],
-    store: Store,
+/// Pairs (value, token) for the distinct non-null values, sorted by value; stores nothing.
+pub fn mask_pairs<'a>(
+    values: impl IntoIterator<Item = Option<&'a str>>,
 ) -> Result<Vec<(String, String)>, MaskError> {
-    let distinct = distinct_sorted(values);
-    if distinct.is_empty() {
-        return Ok(vec![]);
-    }
-    let tokens = tokens_of(&distinct, store)?;
+    let mut distinct: Vec<Option<&str>> = values.into_iter().filter(Option::is_some).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let tokens = if distinct.is_empty() {
+        vec![]
+    } else {
+        tokens_only(&distinct)?
+    };
     Ok(distinct
         .into_iter()
-        .map(str::to_string)
         .zip(tokens)
+        .filter_map(|(v, t)| Some((v?.to_string(), t?.as_str().to_string())))
         .collect())
 }
 
