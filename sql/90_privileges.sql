@@ -64,9 +64,9 @@ COMMENT ON FUNCTION sqs_loader.loader_settings() IS
 COMMENT ON FUNCTION sqs_loader.delete_collect(boolean) IS
   'Collect finished background deletes (all of them when wait): how many were deleted; failures as WARNING/ERROR.';
 COMMENT ON FUNCTION sqs_loader.mask_values(text[]) IS
-  'Tokens of many values, aligned with them (NULL stays NULL), with one vault upsert: what load_user_logins() uses.';
+  'Tokens of many values, aligned with them (NULL stays NULL), storing the values not yet in the vault with one vault_store() call: the masking prepare_batch() does, as one SQL call on an array (internal; what the masking benchmark measures).';
 COMMENT ON FUNCTION sqs_loader.prepare_batch(bigint, text[], text[], timestamptz[]) IS
-  'load_batch()''s first step: parse the distinct messages of a batch, claim their ids in processed_messages (an id already there is skipped), mask the IPs and device ids of the claimed valid ones (one vault upsert); column arrays in message id order.';
+  'load_batch()''s first step: parse the distinct messages of a batch, claim their ids in processed_messages (an id already there is skipped), mask the IPs and device ids of the claimed valid ones (one vault_store() call); column arrays in message id order.';
 COMMENT ON FUNCTION @extschema@.mask_pii_batch(text[]) IS
   'Tokens of many values to look them up: one (value, token) row per distinct non-null value. Stores nothing; the call is audited with the number of values.';
 COMMENT ON FUNCTION @extschema@.app_version_int(text) IS

@@ -1125,8 +1125,10 @@ VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'prepare_batch_wrapper';
+COMMENT ON FUNCTION sqs_loader.mask_values(text[]) IS
+  'Tokens of many values, aligned with them (NULL stays NULL), storing the values not yet in the vault with one vault_store() call: the masking prepare_batch() does, as one SQL call on an array (internal; what the masking benchmark measures).';
 COMMENT ON FUNCTION sqs_loader.prepare_batch(bigint, text[], text[], timestamptz[]) IS
-  'load_batch()''s first step: parse the distinct messages of a batch, claim their ids in processed_messages (an id already there is skipped), mask the IPs and device ids of the claimed valid ones (one vault upsert); column arrays in message id order.';
+  'load_batch()''s first step: parse the distinct messages of a batch, claim their ids in processed_messages (an id already there is skipped), mask the IPs and device ids of the claimed valid ones (one vault_store() call); column arrays in message id order.';
 DROP TYPE sqs_loader.batch_row;
 -- The loader's receive returns one row of column arrays instead of a row per message.
 DROP FUNCTION sqs_loader.pull(text, integer, integer, integer, boolean);
