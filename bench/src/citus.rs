@@ -47,7 +47,7 @@ pub fn citus(sqs: &Sqs, coordinator: u16, n: usize, rows: usize, runs: usize) ->
         let mut c = connect("bench");
         let n_rows = load_rows(&mut c, rows, 0);
         insert_cost(&mut c, &mut m, &format!(", {label}"), n_rows, runs);
-        c.batch_execute("DROP TABLE bench_bodies, bench_rows, bench_rows_small, pgc_vault")
+        c.batch_execute("DROP TABLE bench_bodies, bench_rows, bench_rows_small, bench_rows_arrays, bench_rows_small_arrays, pgc_vault")
             .unwrap();
     }
     use_port(0);
