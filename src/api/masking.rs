@@ -55,7 +55,8 @@ fn mask_pii(value: Option<String>) -> Result<Option<String>, ErrorReport> {
 }
 
 /// Tokens of many values, aligned with them (NULL stays NULL), with one vault store: the
-/// loader's masking (one call per batch, no per-row function calls).
+/// masking prepare_batch() does, as one SQL call on an array (internal; what the masking
+/// benchmark measures).
 #[pg_extern(volatile, parallel_unsafe, security_definer, schema = "sqs_loader")]
 #[search_path(pg_catalog, pg_temp)]
 fn mask_values(values: Array<'_, &str>) -> Result<TokenArray, ErrorReport> {
