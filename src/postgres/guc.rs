@@ -35,7 +35,7 @@ static ALLOWED_HOSTS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"*.amazonaws.com,*.amazonaws.com.cn"));
 /// One HTTP request's timeout.
 static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-/// Requests one call keeps in flight.
+/// Requests one call keeps in flight (a loader fewer while fewer do: `sqs::pace`).
 static MAX_PARALLEL_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(8);
 /// Retries after 5xx, throttling or connection errors.
 static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
@@ -280,7 +280,7 @@ fn define_sqs() {
     int(
         c"sqs_loader.max_parallel_requests",
         c"Most SQS requests one call keeps in flight at once.",
-        c"",
+        c"A loader keeps fewer while fewer do: while the next batch's receive finishes well before the current batch is loaded.",
         &MAX_PARALLEL_REQUESTS,
         (1, 64),
         GucContext::Userset,

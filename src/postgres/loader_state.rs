@@ -12,14 +12,17 @@ use super::error::{Error, Result};
 use super::sqs_client;
 use crate::sqs::executor::{BatchOutcome, Client, ReceiveArgs};
 use crate::sqs::heartbeat::{GroupId, Heartbeat};
-use crate::sqs::{Message, SqsError};
+use crate::sqs::{pace, Message, SqsError};
 use pgrx::PgXactCallbackEvent;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Messages received and their heartbeat group.
-type Received = std::result::Result<(Vec<Message>, Option<GroupId>), SqsError>;
+/// Messages received and their heartbeat group, and when the receive finished.
+type Received = (
+    std::result::Result<(Vec<Message>, Option<GroupId>), SqsError>,
+    Instant,
+);
 
 /// A receive started in the background for the next batch of the same request.
 struct Prefetch {
@@ -27,6 +30,9 @@ struct Prefetch {
     args: ReceiveArgs,
     client: Client,
     rx: mpsc::Receiver<Received>,
+    /// When it started, and with how many requests in flight at most.
+    started: Instant,
+    window: usize,
 }
 
 type DeleteResult = std::result::Result<BatchOutcome, SqsError>;
@@ -84,6 +90,23 @@ thread_local! {
     static DELETES: RefCell<Option<Deletes>> = const { RefCell::new(None) };
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
     static HEARTBEAT: RefCell<Option<Arc<Heartbeat>>> = const { RefCell::new(None) };
+    /// Requests in flight for the loader's receives and deletes ([`pace`]); None: the setting.
+    static WINDOW: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The loader's window: [`pace::next_window`] once a prefetched batch was asked for, at most
+/// `sqs_loader.max_parallel_requests` (the client's).
+fn window(client: &Client) -> usize {
+    WINDOW
+        .get()
+        .map_or(client.max_parallel, |w| w.min(client.max_parallel))
+}
+
+/// The client with the loader's window as its parallelism.
+fn paced(client: &Client) -> Client {
+    let mut c = client.clone();
+    c.max_parallel = window(client);
+    c
 }
 
 fn with_deletes<T>(f: impl FnOnce(&mut Deletes) -> T) -> T {
@@ -136,7 +159,7 @@ fn receive_in_background(
             let group = hb.track(&c, &url, handles, visibility);
             (msgs, group)
         });
-        let _ = tx.send(r);
+        let _ = tx.send((r, Instant::now()));
     })?;
     Ok(rx)
 }
@@ -165,7 +188,7 @@ pub fn release_prefetched() -> Result<usize> {
     // Not given up when a worker is stopping: the receive ends within its long-poll wait, and
     // what it got is given back now rather than hidden until its visibility timeout (an
     // abandoned long poll can still be handed messages: LocalStack does it).
-    let (msgs, group) = backend::wait(&p.rx)??;
+    let (msgs, group) = backend::wait(&p.rx)?.0?;
     if let (Some(hb), Some(g)) = (HEARTBEAT.with(|h| h.borrow().clone()), group) {
         hb.forget(g);
     }
@@ -185,6 +208,7 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
     // A batch neither deleted nor given back (its transaction ended some other way) is no
     // longer kept invisible: its messages come back after their visibility timeout.
     forget_current();
+    let asked = Instant::now();
     let pending = PREFETCH.with(|p| {
         p.borrow_mut()
             .take_if(|p| p.queue_url == queue_url && p.args == args)
@@ -196,24 +220,40 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
             sqs_client::for_queue(queue_url)?
         }
     };
-    let rx = match pending {
-        Some(p) => p.rx,
-        None => receive_in_background(&client, queue_url, args)?,
+    let (rx, started, used) = match pending {
+        Some(p) => (p.rx, Some(p.started), p.window),
+        None => {
+            let used = window(&client);
+            let rx = receive_in_background(&paced(&client), queue_url, args)?;
+            (rx, None, used)
+        }
     };
     // A worker asked to stop gives up waiting for a long poll: nothing received, the run ends.
     // The poll is kept as if prefetched, so that run_end() gives back whatever it receives.
-    let Some(received) = backend::wait_unless_stopping(&rx)? else {
+    let Some((received, done)) = backend::wait_unless_stopping(&rx)? else {
         PREFETCH.with(|p| {
             *p.borrow_mut() = Some(Prefetch {
                 queue_url: queue_url.to_string(),
                 args,
                 client,
                 rx,
+                started: started.unwrap_or(asked),
+                window: used,
             })
         });
         return Ok(vec![]);
     };
     let (msgs, group) = received?;
+    // A full batch received while the previous one loaded: how long each took sets the window
+    // of the requests to come (a partial batch means the queue ran dry: no evidence).
+    if let Some(started) = started.filter(|_| msgs.len() == args.n) {
+        WINDOW.set(Some(pace::next_window(
+            used,
+            client.max_parallel,
+            done.saturating_duration_since(started),
+            asked.saturating_duration_since(started),
+        )));
+    }
     if !msgs.is_empty() {
         CURRENT.with(|c| {
             *c.borrow_mut() = Some(Current {
@@ -227,13 +267,16 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
         pgrx::register_xact_callback(PgXactCallbackEvent::Abort, forget_current);
     }
     if prefetch && args.n > 0 && msgs.len() == args.n {
-        let rx = receive_in_background(&client, queue_url, args)?;
+        let window = window(&client);
+        let rx = receive_in_background(&paced(&client), queue_url, args)?;
         PREFETCH.with(|p| {
             *p.borrow_mut() = Some(Prefetch {
                 queue_url: queue_url.to_string(),
                 args,
                 client,
                 rx,
+                started: Instant::now(),
+                window,
             })
         });
     }
@@ -281,7 +324,7 @@ pub fn delete_after_commit(queue_url: &str, handles: Vec<String>) -> Result<()> 
             "sqs_loader.delete_after_commit() must be called outside any exception block or savepoint".into(),
         ));
     }
-    let client = sqs_client::for_queue(queue_url)?;
+    let client = paced(&sqs_client::for_queue(queue_url)?);
     let group = CURRENT
         .with(|c| c.borrow_mut().take())
         .and_then(|cur| cur.group);

@@ -11,6 +11,7 @@ pub mod executor;
 mod fake;
 pub mod heartbeat;
 pub mod http;
+pub mod pace;
 pub mod sign;
 pub mod wire;
 mod xml;
