@@ -3,7 +3,7 @@
 # idle cost of background workers. Unattended; prints the tables and writes them to
 # bench/results/ (results.md, memory.csv, memory.png).
 #   BENCH_QUICK=1 make bench     a small smoke run
-#   make bench ARGS="mask"       only some sections (drain, mask, memory, latency, citus)
+#   make bench ARGS="mask"       only some sections (drain, drain-fauxqs, mask, memory, latency, citus)
 # The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from
 # ../shared/vendor/ the first time).
 source "$(dirname "$0")/lib.sh"

@@ -51,7 +51,7 @@ fn main() {
         "Machine: {} cores ({cpu}); PostgreSQL 15, sqs_loader release build; emulators and PostgreSQL on 127.0.0.1.",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    if want("drain") {
+    if want("drain") || want("drain-fauxqs") {
         let (n, npy) = if quick {
             (5_000, 1_000)
         } else {
@@ -70,6 +70,8 @@ fn main() {
                 full: true,
             },
         );
+    }
+    if want("drain") {
         let (n, npy) = if quick {
             (1_000, 500)
         } else {
