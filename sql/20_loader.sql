@@ -272,8 +272,6 @@ DECLARE
     poison integer;
     b record;
     done_deletes bigint;
-    lanes integer;
-    gate integer;
     st text;
     msg text;
     det text;
@@ -308,20 +306,6 @@ BEGIN
                    r.max_messages IS NULL OR r.received + 2 * want <= r.max_messages) AS p;
         n := coalesce(cardinality(ids), 0);
         IF n > 0 THEN
-            -- At most sqs_loader.max_concurrent_batches batches of this queue load at once in
-            -- this database (one lock per lane, held until the batch commits); another run waits
-            -- here, and its next batch is received meanwhile. Concurrent runs then share the
-            -- database's work instead of competing for the same cores and index pages.
-            lanes := pg_catalog.current_setting('sqs_loader.max_concurrent_batches')::integer;
-            IF lanes > 0 THEN
-                gate := pg_catalog.hashtext('sqs_loader.run_batch ' || r.queue_url);
-                FOR lane IN 0 .. lanes LOOP
-                    IF lane = lanes THEN
-                        PERFORM pg_catalog.pg_advisory_xact_lock(gate, pg_catalog.pg_backend_pid() % lanes);
-                    END IF;
-                    EXIT WHEN lane = lanes OR pg_catalog.pg_try_advisory_xact_lock(gate, lane);
-                END LOOP;
-            END IF;
             -- On a Citus coordinator: the batch's rows go to each worker over one connection
             -- (in one remote transaction) instead of one per shard: several times the rate
             -- (docs/production.md#citus). For this transaction only.

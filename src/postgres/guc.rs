@@ -58,8 +58,6 @@ static STS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 
 /// Messages pulled and committed per transaction.
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
-/// Batches of one queue that load at once in a database (0: no limit); read by run_batch().
-static MAX_CONCURRENT_BATCHES: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// Visibility timeout asked for on receive (0: the queue's own).
 static VISIBILITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(120);
 /// Long-poll wait of the loader's receives.
@@ -418,13 +416,6 @@ fn define_loader() {
         c"",
         &BATCH_SIZE,
         (1, 10_000),
-    );
-    user(
-        c"sqs_loader.max_concurrent_batches",
-        c"Batches of one queue that load at once in this database (0: no limit).",
-        c"Further runs of the queue wait for a free lane with their batch received, and receive their next batch meanwhile: concurrent runs take turns at the database instead of competing for its cores.",
-        &MAX_CONCURRENT_BATCHES,
-        (0, 64),
     );
     user(
         c"sqs_loader.visibility_timeout",

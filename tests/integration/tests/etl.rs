@@ -281,69 +281,6 @@ fn four_concurrent_runs_on_2000_messages() {
     assert_eq!(queue_depth(&mut c, &url), (0, 0));
 }
 
-/// Take the queue's lane the way run_batch() does (sqs_loader.max_concurrent_batches), until the
-/// transaction ends.
-fn hold_lane(c: &mut postgres::Client, url: &str, lane: i32) {
-    c.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('sqs_loader.run_batch ' || $1), $2)",
-        &[&url, &lane],
-    )
-    .unwrap();
-}
-
-fn runs_waiting_for_a_lane(c: &mut postgres::Client) -> i64 {
-    count(
-        c,
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'
-            AND wait_event = 'advisory' AND query LIKE 'CALL load_user_logins%'",
-    )
-}
-
-#[test]
-fn batches_of_one_queue_take_turns_up_to_max_concurrent_batches() {
-    let _g = shared();
-    let db = TestDb::new("lanes");
-    let mut c = db.client();
-    let url = create_queue(&mut c, "it-lanes");
-    let mut holder = db.client();
-
-    // Default 1: while another transaction holds the queue's lane, a run receives its batch and
-    // waits with it; it loads once the lane is free.
-    send(&mut c, &url, &login_events(40, "l1", 40));
-    holder.batch_execute("BEGIN").unwrap();
-    hold_lane(&mut holder, &url, 0);
-    let (_, run) = spawn_load(&db.name, &url);
-    wait_until(
-        Duration::from_secs(30),
-        "the run to wait for the lane",
-        || runs_waiting_for_a_lane(&mut c) == 1,
-    );
-    assert_eq!(count(&mut c, "SELECT count(*) FROM user_logins"), 0);
-    assert_eq!(queue_depth(&mut c, &url), (0, 40), "its batch is received");
-    holder.batch_execute("COMMIT").unwrap();
-    run.join().unwrap().unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM user_logins"), 40);
-
-    // Two lanes, one held: the run takes the other and does not wait. (A wait would end in the
-    // statement timeout.)
-    send(&mut c, &url, &login_events(40, "l2", 40));
-    holder.batch_execute("BEGIN").unwrap();
-    hold_lane(&mut holder, &url, 0);
-    c.batch_execute("SET sqs_loader.max_concurrent_batches = 2; SET statement_timeout = '20s'")
-        .unwrap();
-    assert_eq!(load(&mut c, &url).loaded, 40);
-    // 0: no limit at all, even with both lanes held.
-    hold_lane(&mut holder, &url, 1);
-    send(&mut c, &url, &login_events(40, "l3", 40));
-    c.batch_execute("SET sqs_loader.max_concurrent_batches = 0")
-        .unwrap();
-    assert_eq!(load(&mut c, &url).loaded, 40);
-    holder.batch_execute("COMMIT").unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM user_logins"), 120);
-    assert_eq!(queue_depth(&mut c, &url), (0, 0));
-}
-
 #[test]
 fn create_date_is_the_utc_date_of_the_sqs_sent_timestamp() {
     let _g = shared();
