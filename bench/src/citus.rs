@@ -34,11 +34,9 @@ pub fn citus(sqs: &Sqs, coordinator: u16, n: usize, rows: usize, runs: usize) ->
             measure(
                 &mut t,
                 format!("{label}: {k} concurrent load_user_logins() × 4 parallel"),
-                // As measured before sqs_loader.max_concurrent_batches: no limit.
                 Drainer::Loader {
                     runs: k,
                     parallel: 4,
-                    lanes: 0,
                 },
             );
         }

@@ -15,12 +15,10 @@ pub enum Drainer {
     Bare {
         clients: usize,
     },
-    /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight and
-    /// `sqs_loader.max_concurrent_batches = lanes`.
+    /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight.
     Loader {
         runs: usize,
         parallel: usize,
-        lanes: usize,
     },
     Python,
     /// One background worker (`sqs_loader.start_worker`) with `parallel` requests in flight.
@@ -46,11 +44,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
             cpu = Some((crate::common::cpu_seconds("self") - before) * 1e6 / n as f64);
             took
         }
-        Drainer::Loader {
-            runs,
-            parallel,
-            lanes,
-        } => {
+        Drainer::Loader { runs, parallel } => {
             let barrier = Arc::new(Barrier::new(runs));
             let start = Instant::now();
             let handles: Vec<_> = (0..runs)
@@ -61,7 +55,6 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
                         // Emulators name queues after hosts that need not resolve: send to the emulator.
                         c.batch_execute(&format!(
                             "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
-                             SET sqs_loader.max_concurrent_batches = {lanes};
                              SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
                              SET sqs_loader.endpoint = '{base}';"
                         ))
@@ -186,40 +179,23 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             "ceiling: receive 10 + delete batch, no database".into(),
         );
     }
-    // The default sqs_loader.max_concurrent_batches (1) but for the last row, which shows what
-    // concurrent runs did without it.
-    let loaders: &[(&str, usize, usize, usize)] = if p.full {
+    let loaders: &[(&str, usize, usize)] = if p.full {
         &[
-            ("load_user_logins(), 1 run, 4 parallel", 1, 4, 1),
-            ("load_user_logins(), 1 run, 16 parallel", 1, 16, 1),
-            ("load_user_logins(), 2 concurrent runs × 8", 2, 8, 1),
-            ("load_user_logins(), 4 concurrent runs × 4", 4, 4, 1),
-            (
-                "load_user_logins(), 4 concurrent runs × 4, max_concurrent_batches = 0",
-                4,
-                4,
-                0,
-            ),
+            ("load_user_logins(), 1 run, 4 parallel", 1, 4),
+            ("load_user_logins(), 1 run, 16 parallel", 1, 16),
+            ("load_user_logins(), 2 concurrent runs × 8", 2, 8),
+            ("load_user_logins(), 4 concurrent runs × 4", 4, 4),
         ]
     } else {
-        &[("load_user_logins(), 1 run, 4 parallel", 1, 4, 1)]
+        &[("load_user_logins(), 1 run, 4 parallel", 1, 4)]
     };
-    for &(name, runs, parallel, lanes) in loaders {
-        let note = if lanes == 0 {
-            "batches of the runs load at the same time (no limit)".to_string()
-        } else {
-            String::new()
-        };
+    for &(name, runs, parallel) in loaders {
         measure(
             &mut t,
             name,
-            Drainer::Loader {
-                runs,
-                parallel,
-                lanes,
-            },
+            Drainer::Loader { runs, parallel },
             p.n,
-            note,
+            String::new(),
         );
     }
     measure(
@@ -245,7 +221,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
     if p.full {
         let b16 = t.median_of("bare client, 16 parallel");
-        for &(name, _, _, _) in &loaders[1..] {
+        for &(name, _, _) in &loaders[1..] {
             let _ = writeln!(
                 ratios,
                 "{label}: {name} = {:.0} % of the bare client at 16 (target ≥ 90 %)",
@@ -267,7 +243,6 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             "load_user_logins(), 1 run, 16 parallel",
             "load_user_logins(), 2 concurrent runs × 8",
             "load_user_logins(), 4 concurrent runs × 4",
-            "load_user_logins(), 4 concurrent runs × 4, max_concurrent_batches = 0",
         ]
         .map(|n| (n, t.median_of(n)));
         for (n, v) in l16 {
