@@ -8,6 +8,10 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+/// One run with `sqs_loader.adapt_requests = off`, at 4 and 16.
+const FIXED_4: &str = "load_user_logins(), 1 run, 4 parallel, adapt_requests = off";
+const FIXED_16: &str = "load_user_logins(), 1 run, 16 parallel, adapt_requests = off";
+
 /// Who drains the queue.
 #[derive(Clone, Copy)]
 pub enum Drainer {
@@ -15,10 +19,12 @@ pub enum Drainer {
     Bare {
         clients: usize,
     },
-    /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight.
+    /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight at
+    /// most, fewer while fewer do if `adapt` (`sqs_loader.adapt_requests`).
     Loader {
         runs: usize,
         parallel: usize,
+        adapt: bool,
     },
     Python,
     /// One background worker (`sqs_loader.start_worker`) with `parallel` requests in flight.
@@ -44,7 +50,11 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
             cpu = Some((crate::common::cpu_seconds("self") - before) * 1e6 / n as f64);
             took
         }
-        Drainer::Loader { runs, parallel } => {
+        Drainer::Loader {
+            runs,
+            parallel,
+            adapt,
+        } => {
             let barrier = Arc::new(Barrier::new(runs));
             let start = Instant::now();
             let handles: Vec<_> = (0..runs)
@@ -55,6 +65,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
                         // Emulators name queues after hosts that need not resolve: send to the emulator.
                         c.batch_execute(&format!(
                             "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
+                             SET sqs_loader.adapt_requests = {adapt};
                              SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
                              SET sqs_loader.endpoint = '{base}';"
                         ))
@@ -179,23 +190,35 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             "ceiling: receive 10 + delete batch, no database".into(),
         );
     }
-    let loaders: &[(&str, usize, usize)] = if p.full {
+    // The last two rows: what one run did before it adapted its requests in flight.
+    let loaders: &[(&str, usize, usize, bool)] = if p.full {
         &[
-            ("load_user_logins(), 1 run, 4 parallel", 1, 4),
-            ("load_user_logins(), 1 run, 16 parallel", 1, 16),
-            ("load_user_logins(), 2 concurrent runs × 8", 2, 8),
-            ("load_user_logins(), 4 concurrent runs × 4", 4, 4),
+            ("load_user_logins(), 1 run, 4 parallel", 1, 4, true),
+            ("load_user_logins(), 1 run, 16 parallel", 1, 16, true),
+            ("load_user_logins(), 2 concurrent runs × 8", 2, 8, true),
+            ("load_user_logins(), 4 concurrent runs × 4", 4, 4, true),
+            (FIXED_4, 1, 4, false),
+            (FIXED_16, 1, 16, false),
         ]
     } else {
-        &[("load_user_logins(), 1 run, 4 parallel", 1, 4)]
+        &[("load_user_logins(), 1 run, 4 parallel", 1, 4, true)]
     };
-    for &(name, runs, parallel) in loaders {
+    for &(name, runs, parallel, adapt) in loaders {
+        let note = if adapt {
+            String::new()
+        } else {
+            "always max_parallel_requests in flight".to_string()
+        };
         measure(
             &mut t,
             name,
-            Drainer::Loader { runs, parallel },
+            Drainer::Loader {
+                runs,
+                parallel,
+                adapt,
+            },
             p.n,
-            String::new(),
+            note,
         );
     }
     measure(
@@ -221,7 +244,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
     if p.full {
         let b16 = t.median_of("bare client, 16 parallel");
-        for &(name, _, _) in &loaders[1..] {
+        for &(name, _, _, _) in loaders[1..].iter().filter(|l| l.3) {
             let _ = writeln!(
                 ratios,
                 "{label}: {name} = {:.0} % of the bare client at 16 (target ≥ 90 %)",
@@ -248,6 +271,8 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         for (n, v) in l16 {
             let _ = writeln!(ratios, "{label}: {n} = {:.2}× load_user_logins() at 4 (target ≥ 1×, within the run-to-run spread)", v / l4);
         }
+        let (f4, f16) = (t.median_of(FIXED_4), t.median_of(FIXED_16));
+        let _ = writeln!(ratios, "{label}: without adapting the requests in flight: 1 run at 16 = {:.2}× 1 run at 4; adapting = {:.2}× at 4, {:.2}× at 16", f16 / f4, l4 / f4, l16[0].1 / f16);
     }
     print!("{ratios}");
     format!(

@@ -37,6 +37,8 @@ static ALLOWED_HOSTS: GucSetting<Option<CString>> =
 static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// Requests one call keeps in flight (a loader fewer while fewer do: `sqs::pace`).
 static MAX_PARALLEL_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(8);
+/// Whether a loader keeps fewer requests in flight while fewer do (`sqs::pace`).
+static ADAPT_REQUESTS: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Retries after 5xx, throttling or connection errors.
 static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 
@@ -136,6 +138,10 @@ pub fn call_options() -> CallOptions {
 
 pub fn max_parallel_requests() -> usize {
     MAX_PARALLEL_REQUESTS.get() as usize
+}
+
+pub fn adapt_requests() -> bool {
+    ADAPT_REQUESTS.get()
 }
 
 pub fn batch_size() -> i32 {
@@ -278,9 +284,17 @@ fn define_sqs() {
     int(
         c"sqs_loader.max_parallel_requests",
         c"Most SQS requests one call keeps in flight at once.",
-        c"A loader keeps fewer while fewer do: while the next batch's receive finishes well before the current batch is loaded.",
+        c"A loader keeps fewer while fewer do (sqs_loader.adapt_requests).",
         &MAX_PARALLEL_REQUESTS,
         (1, 64),
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"sqs_loader.adapt_requests",
+        c"Whether a loader keeps fewer than max_parallel_requests in flight while fewer do.",
+        c"While the next batch's receive finishes in under 40 % of the current batch's load, its receives and deletes get one request fewer; over 70 %, more again. Off: always max_parallel_requests.",
+        &ADAPT_REQUESTS,
         GucContext::Userset,
         GucFlags::default(),
     );

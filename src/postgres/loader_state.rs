@@ -9,7 +9,7 @@
 
 use super::backend::{self, ThreadError};
 use super::error::{Error, Result};
-use super::sqs_client;
+use super::{guc, sqs_client};
 use crate::sqs::executor::{BatchOutcome, Client, ReceiveArgs};
 use crate::sqs::heartbeat::{GroupId, Heartbeat};
 use crate::sqs::{pace, Message, SqsError};
@@ -94,18 +94,16 @@ thread_local! {
     static WINDOW: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// The loader's window: [`pace::next_window`] once a prefetched batch was asked for, at most
-/// `sqs_loader.max_parallel_requests` (the client's).
-fn window(client: &Client) -> usize {
-    WINDOW
-        .get()
-        .map_or(client.max_parallel, |w| w.min(client.max_parallel))
-}
-
-/// The client with the loader's window as its parallelism.
+/// The client with the loader's window as its parallelism: [`pace::next_window`] once a
+/// prefetched batch was asked for, at most the client's (`sqs_loader.max_parallel_requests`);
+/// the client's with `sqs_loader.adapt_requests = off`.
 fn paced(client: &Client) -> Client {
     let mut c = client.clone();
-    c.max_parallel = window(client);
+    if guc::adapt_requests() {
+        c.max_parallel = WINDOW
+            .get()
+            .map_or(client.max_parallel, |w| w.min(client.max_parallel));
+    }
     c
 }
 
@@ -223,9 +221,9 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
     let (rx, started, used) = match pending {
         Some(p) => (p.rx, Some(p.started), p.window),
         None => {
-            let used = window(&client);
-            let rx = receive_in_background(&paced(&client), queue_url, args)?;
-            (rx, None, used)
+            let paced = paced(&client);
+            let rx = receive_in_background(&paced, queue_url, args)?;
+            (rx, None, paced.max_parallel)
         }
     };
     // A worker asked to stop gives up waiting for a long poll: nothing received, the run ends.
@@ -267,8 +265,8 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
         pgrx::register_xact_callback(PgXactCallbackEvent::Abort, forget_current);
     }
     if prefetch && args.n > 0 && msgs.len() == args.n {
-        let window = window(&client);
-        let rx = receive_in_background(&paced(&client), queue_url, args)?;
+        let paced = paced(&client);
+        let rx = receive_in_background(&paced, queue_url, args)?;
         PREFETCH.with(|p| {
             *p.borrow_mut() = Some(Prefetch {
                 queue_url: queue_url.to_string(),
@@ -276,7 +274,7 @@ pub fn pull_for_loader(queue_url: &str, args: ReceiveArgs, prefetch: bool) -> Re
                 client,
                 rx,
                 started: Instant::now(),
-                window,
+                window: paced.max_parallel,
             })
         });
     }
