@@ -4,6 +4,11 @@
 # bench/results/ (results.md, memory.csv, memory.png).
 #   BENCH_QUICK=1 make bench     a small smoke run
 #   make bench ARGS="mask"       only some sections (drain, drain-fauxqs, mask, memory, latency, citus)
+#   BENCH_REV=<commit> make bench ARGS=drain-fauxqs
+#                                that commit's extension (built in target/rev-<commit>) measured
+#                                by this tree's harness: a before/after on one host, back to back
+#                                (rows that need a setting the commit lacks are left out). This tree's
+#                                build is installed again at the end.
 # The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from
 # ../shared/vendor/ the first time).
 source "$(dirname "$0")/lib.sh"
@@ -11,14 +16,25 @@ cd "$ROOT"
 bash scripts/deps.sh bench
 citus=
 if [ -z "${ARGS:-}" ] || [[ " $ARGS " == *" citus "* ]]; then citus=1; bash scripts/deps.sh citus; fi
-step "building and installing sqs_loader (release)"
-make -s install
+if [ -n "${BENCH_REV:-}" ]; then
+  rev=$(git rev-parse --verify -q "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit of this repository"
+  step "building and installing sqs_loader at ${rev:0:12} (release, target/rev-${rev:0:12})"
+  src=$RUN_DIR/build/rev-$rev
+  rm -rf "$src"; mkdir -p "$src"
+  git archive "$rev" | tar -x -C "$src"
+  # Its own target directory: the same crate name, so the same path of the built library.
+  (cd "$src" && CARGO_TARGET_DIR="$ROOT/target/rev-${rev:0:12}" install_extension)
+else
+  step "building and installing sqs_loader (release)"
+  make -s install
+fi
 cargo build --release -q -p sqs_loader_bench
 
 cleanup() {
   bash scripts/pg.sh destroy bench >/dev/null 2>&1 || true
   [ -z "$citus" ] || bash scripts/citus.sh destroy >/dev/null 2>&1 || true
   stop_started_emulators
+  if [ -n "${BENCH_REV:-}" ]; then make -s install >/dev/null 2>&1 || echo "make install failed: this tree's build is not installed" >&2; fi
 }
 trap cleanup EXIT
 start_emulators fauxqs localstack

@@ -138,6 +138,17 @@ pub fn setup_db() {
         .unwrap();
 }
 
+/// Whether the installed build defines setting `name` (a build from `BENCH_REV` may predate it).
+pub fn has_setting(name: &str) -> bool {
+    connect("bench")
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_settings WHERE name = $1)",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+}
+
 pub fn count(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)
 }

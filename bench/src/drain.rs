@@ -2,7 +2,7 @@
 //!    ceiling, no database) at 1/4/16 parallel requests, load_user_logins() (one run, two and four
 //!    concurrent runs), a background worker, and a Python reference loader.
 
-use crate::common::{connect, count, env, median, messages, reset_tables, Table};
+use crate::common::{connect, count, env, has_setting, median, messages, reset_tables, Table};
 use crate::sqs::{Depth, Sqs};
 use std::fmt::Write as _;
 use std::sync::{Arc, Barrier};
@@ -33,9 +33,17 @@ pub enum Drainer {
     },
 }
 
+/// CPU per message (µs): the whole process (bare client) or the loading backends with their
+/// I/O threads, and of that the backends' own threads (what PostgreSQL and the SQL side did).
+#[derive(Clone, Copy)]
+pub struct Cpu {
+    pub total: f64,
+    pub backend_thread: Option<f64>,
+}
+
 /// One measurement: fill a fresh queue with `n` messages, drain it, check the result is exact;
-/// messages per second, and for loader runs the CPU their backends used per message (µs).
-pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f64>) {
+/// messages per second, and the CPU used per message.
+pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cpu>) {
     let m = messages(n, seed);
     let url = sqs.create(&format!("bench-{}-{seed:x}", std::process::id()));
     sqs.fill(&url, &m.bodies);
@@ -47,7 +55,10 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
             // What receiving and deleting alone cost (the same SQS client code, no database).
             let before = crate::common::cpu_seconds("self");
             let took = sqs.bare_drain(&url, n, clients);
-            cpu = Some((crate::common::cpu_seconds("self") - before) * 1e6 / n as f64);
+            cpu = Some(Cpu {
+                total: (crate::common::cpu_seconds("self") - before) * 1e6 / n as f64,
+                backend_thread: None,
+            });
             took
         }
         Drainer::Loader {
@@ -55,6 +66,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
             parallel,
             adapt,
         } => {
+            let adapt_known = has_setting("sqs_loader.adapt_requests");
             let barrier = Arc::new(Barrier::new(runs));
             let start = Instant::now();
             let handles: Vec<_> = (0..runs)
@@ -65,22 +77,41 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<f6
                         // Emulators name queues after hosts that need not resolve: send to the emulator.
                         c.batch_execute(&format!(
                             "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
-                             SET sqs_loader.adapt_requests = {adapt};
                              SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
                              SET sqs_loader.endpoint = '{base}';"
                         ))
                         .unwrap();
+                        // A build from BENCH_REV may predate the setting (and always use them all).
+                        if adapt_known {
+                            c.batch_execute(&format!("SET sqs_loader.adapt_requests = {adapt}"))
+                                .unwrap();
+                        }
                         let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+                        // The process (with its I/O threads, also those that ended) and its
+                        // own thread.
+                        let (all, main) = (pid.to_string(), format!("{pid}/task/{pid}"));
                         barrier.wait();
-                        let before = crate::common::cpu_seconds(&pid.to_string());
+                        let before = (
+                            crate::common::cpu_seconds(&all),
+                            crate::common::cpu_seconds(&main),
+                        );
                         c.query_one("CALL load_user_logins($1)", &[&url]).unwrap();
-                        crate::common::cpu_seconds(&pid.to_string()) - before
+                        (
+                            crate::common::cpu_seconds(&all) - before.0,
+                            crate::common::cpu_seconds(&main) - before.1,
+                        )
                     })
                 })
                 .collect();
-            let used: f64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            let (used, main) = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
             let took = start.elapsed();
-            cpu = Some(used * 1e6 / n as f64);
+            cpu = Some(Cpu {
+                total: used * 1e6 / n as f64,
+                backend_thread: Some(main * 1e6 / n as f64),
+            });
             let rows = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
             let rejected =
                 count(&mut c, "SELECT count(*) FROM sqs_loader.rejected_messages") as usize;
@@ -164,20 +195,34 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let mut seed = 0x5eed_0000_u64 + label.len() as u64 * 1000;
     let mut cpu_rows = Table::default();
     let mut measure = |t: &mut Table, name: &str, d: Drainer, n: usize, note: String| {
-        let (v, cpu): (Vec<f64>, Vec<Option<f64>>) = (0..runs)
+        let (v, cpu): (Vec<f64>, Vec<Option<Cpu>>) = (0..runs)
             .map(|_| {
                 seed += 1;
                 drain_once(sqs, d, n, seed)
             })
             .unzip();
         t.add(name, "msg/s", v, note);
-        let cpu: Vec<f64> = cpu.into_iter().flatten().collect();
+        let cpu: Vec<Cpu> = cpu.into_iter().flatten().collect();
         if !cpu.is_empty() {
             let what = match d {
                 Drainer::Bare { .. } => "CPU of the bare client's process (/proc/self/stat)",
                 _ => "CPU of the loading backends and their I/O threads (/proc/PID/stat)",
             };
-            cpu_rows.add(name, "µs/msg", cpu, what.into());
+            cpu_rows.add(
+                name,
+                "µs/msg",
+                cpu.iter().map(|c| c.total).collect(),
+                what.into(),
+            );
+            let main: Vec<f64> = cpu.iter().filter_map(|c| c.backend_thread).collect();
+            if !main.is_empty() {
+                cpu_rows.add(
+                    &format!("{name}: backends' own threads"),
+                    "µs/msg",
+                    main,
+                    "of which the backends' own threads (/proc/PID/task/PID/stat); the rest is their I/O threads".into(),
+                );
+            }
         }
     };
     let bare: &[usize] = if p.full { &[1, 4, 16] } else { &[1, 4] };
@@ -190,21 +235,28 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             "ceiling: receive 10 + delete batch, no database".into(),
         );
     }
-    // The last two rows: what one run did before it adapted its requests in flight.
-    let loaders: &[(&str, usize, usize, bool)] = if p.full {
-        &[
+    // The last two rows: what one run did before it adapted its requests in flight (left out
+    // for a build without the setting, which always did).
+    let adapting = has_setting("sqs_loader.adapt_requests");
+    let loaders: &[(&str, usize, usize, bool)] = match (p.full, adapting) {
+        (true, true) => &[
             ("load_user_logins(), 1 run, 4 parallel", 1, 4, true),
             ("load_user_logins(), 1 run, 16 parallel", 1, 16, true),
             ("load_user_logins(), 2 concurrent runs × 8", 2, 8, true),
             ("load_user_logins(), 4 concurrent runs × 4", 4, 4, true),
             (FIXED_4, 1, 4, false),
             (FIXED_16, 1, 16, false),
-        ]
-    } else {
-        &[("load_user_logins(), 1 run, 4 parallel", 1, 4, true)]
+        ],
+        (true, false) => &[
+            ("load_user_logins(), 1 run, 4 parallel", 1, 4, true),
+            ("load_user_logins(), 1 run, 16 parallel", 1, 16, true),
+            ("load_user_logins(), 2 concurrent runs × 8", 2, 8, true),
+            ("load_user_logins(), 4 concurrent runs × 4", 4, 4, true),
+        ],
+        (false, _) => &[("load_user_logins(), 1 run, 4 parallel", 1, 4, true)],
     };
     for &(name, runs, parallel, adapt) in loaders {
-        let note = if adapt {
+        let note = if adapt && adapting {
             String::new()
         } else {
             "always max_parallel_requests in flight".to_string()
@@ -271,8 +323,10 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         for (n, v) in l16 {
             let _ = writeln!(ratios, "{label}: {n} = {:.2}× load_user_logins() at 4 (target ≥ 1×, within the run-to-run spread)", v / l4);
         }
-        let (f4, f16) = (t.median_of(FIXED_4), t.median_of(FIXED_16));
-        let _ = writeln!(ratios, "{label}: without adapting the requests in flight: 1 run at 16 = {:.2}× 1 run at 4; adapting = {:.2}× at 4, {:.2}× at 16", f16 / f4, l4 / f4, l16[0].1 / f16);
+        if adapting {
+            let (f4, f16) = (t.median_of(FIXED_4), t.median_of(FIXED_16));
+            let _ = writeln!(ratios, "{label}: without adapting the requests in flight: 1 run at 16 = {:.2}× 1 run at 4; adapting = {:.2}× at 4, {:.2}× at 16", f16 / f4, l4 / f4, l16[0].1 / f16);
+        }
     }
     print!("{ratios}");
     format!(

@@ -48,8 +48,12 @@ fn main() {
         .unwrap_or_default();
     let _ = writeln!(
         report,
-        "Machine: {} cores ({cpu}); PostgreSQL 15, sqs_loader release build; emulators and PostgreSQL on 127.0.0.1.",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "Machine: {} cores ({cpu}); PostgreSQL 15, sqs_loader release build{}; emulators and PostgreSQL on 127.0.0.1.",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        match std::env::var("BENCH_REV") {
+            Ok(rev) if !rev.is_empty() => format!(" of commit {rev} (BENCH_REV)"),
+            _ => String::new(),
+        }
     );
     if want("drain") || want("drain-fauxqs") {
         let (n, npy) = if quick {
