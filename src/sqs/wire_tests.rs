@@ -388,3 +388,154 @@ fn fifo_receive_attempt_and_send_group_in_both_protocols() {
         "{q}"
     );
 }
+
+/// A JSON value for the receive-decoder comparison: mostly what SQS sends, often not.
+fn any_json() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        4 => "[0-9]{1,14}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        3 => "[a-zA-Z0-9+/=é\"\\\\\u{1F600}-]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        1 => Just("null".to_string()),
+        1 => Just("true".to_string()),
+        1 => Just("-12.5e3".to_string()),
+        1 => Just("123".to_string()),
+        1 => Just("[1,{\"a\":[]}]".to_string()),
+        1 => Just("{\"b\":null}".to_string()),
+    ];
+    leaf.boxed()
+}
+
+/// A key of a message or of its attributes: the ones the decoders look for, spelled plainly or
+/// with an escape, and others.
+fn any_key() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("\"MessageId\"".to_string()),
+        Just("\"ReceiptHandle\"".to_string()),
+        Just("\"Body\"".to_string()),
+        Just("\"MD5OfBody\"".to_string()),
+        Just("\"SentTimestamp\"".to_string()),
+        Just("\"ApproximateReceiveCount\"".to_string()),
+        Just("\"B\\u006fdy\"".to_string()),
+        Just("\"Other\"".to_string()),
+        Just("\"Messages\"".to_string()),
+    ]
+}
+
+fn object(entries: Vec<(String, String)>) -> String {
+    let fields: Vec<String> = entries
+        .into_iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A message: the three required fields as strings (usually), plus any others, in any order.
+fn any_message() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let attrs = prop_oneof![
+        4 => proptest::collection::vec((any_key(), any_json()), 0..4).prop_map(object),
+        1 => any_json(),
+    ];
+    (
+        proptest::collection::vec((any_key(), any_json()), 0..4),
+        proptest::option::weighted(0.8, attrs),
+        proptest::bool::weighted(0.8),
+        any_json(),
+    )
+        .prop_map(|(mut extra, attrs, plain, other)| {
+            let mut fields = vec![];
+            if plain {
+                for k in ["MessageId", "ReceiptHandle", "Body"] {
+                    fields.push((format!("\"{k}\""), format!("\"{k}-value\"")));
+                }
+            }
+            fields.append(&mut extra);
+            if let Some(a) = attrs {
+                fields.push(("\"Attributes\"".into(), a));
+            }
+            if !fields.is_empty() && fields.len() % 3 == 0 {
+                fields.rotate_left(1);
+            }
+            if fields.len() == 7 {
+                return other;
+            }
+            object(fields)
+        })
+}
+
+proptest::proptest! {
+    /// The DOM-free ReceiveMessage decoder takes a response only to give what the general
+    /// decoder gives; and it takes the plain responses SQS sends.
+    #[test]
+    fn receive_decoders_agree(
+        messages in proptest::collection::vec(any_message(), 0..4),
+        shape in 0u8..6,
+        other in any_json(),
+    ) {
+        let list = format!("[{}]", messages.join(","));
+        let text = match shape {
+            0 => format!("{{\"Messages\":{list}}}"),
+            1 => format!("{{\"Other\":{other},\"Messages\":{list}}}"),
+            2 => format!("{{\"Messages\":{other},\"Messages\":{list}}}"),
+            3 => format!("{{\"Messages\":{list},\"Messages\":{other}}}"),
+            4 => format!("{{\"Messag\\u0065s\":{list}}} "),
+            _ => format!("[{list}]"),
+        };
+        let general = super::decode_json_value(Action::ReceiveMessage, &text);
+        if let Some(fast) = super::receive_json::decode(&text) {
+            proptest::prop_assert_eq!(Ok(Response::Received(fast)), general, "{}", text);
+        } else if let Ok(Response::Received(m)) = &general {
+            // Only a response with nothing to take may go the general way and succeed.
+            proptest::prop_assert!(m.is_empty() || shape >= 2, "{}", text);
+        }
+    }
+}
+
+#[test]
+fn receive_decoders_agree_on_the_plain_response() {
+    let body = r#"{"Messages":[{"MessageId":"m1","ReceiptHandle":"r1","MD5OfBody":"900150983cd24fb0d6963f7d28e17f72","Body":"a\"b\u00e9","Attributes":{"SentTimestamp":"1700000000123","ApproximateReceiveCount":"2","Other":"x"}},{"Body":"x","ReceiptHandle":"r2","MessageId":"m2","Attributes":{"SentTimestamp":12}}]}"#;
+    let fast = super::receive_json::decode(body).expect("the plain shape is taken");
+    assert_eq!(fast.len(), 2);
+    assert_eq!(fast[0].body, "a\"bé");
+    assert_eq!(fast[0].sent_timestamp_ms, Some(1_700_000_000_123));
+    assert_eq!(fast[1].sent_timestamp_ms, None);
+    assert_eq!(
+        Ok(Response::Received(fast)),
+        super::decode_json_value(Action::ReceiveMessage, body)
+    );
+    // Not taken: a message without a required field, Messages not an array, not an object.
+    for bad in [
+        r#"{"Messages":[{"MessageId":"m1","Body":"b"}]}"#,
+        r#"{"Messages":null}"#,
+        r#"[]"#,
+        r#"{"Messages":[{"MessageId":5,"ReceiptHandle":"r","Body":"b"}]}"#,
+    ] {
+        assert!(super::receive_json::decode(bad).is_none(), "{bad}");
+        assert!(
+            super::decode_json_value(Action::ReceiveMessage, bad).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+proptest::proptest! {
+    /// MD5OfBody is checked without formatting the digest: the same answer as comparing the
+    /// hexadecimal strings, ignoring case.
+    #[test]
+    fn md5_check_matches_the_string_comparison(
+        data in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        flips in proptest::collection::vec(proptest::bool::ANY, 32),
+        other in "[0-9a-fA-F+ -]{0,34}",
+    ) {
+        let hex = md5_hex(&data);
+        let digest = Md5::digest(&data);
+        let cased: String = hex
+            .chars()
+            .zip(&flips)
+            .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+            .collect();
+        proptest::prop_assert!(super::hex_is(&cased, &digest));
+        proptest::prop_assert_eq!(super::hex_is(&other, &digest), other.eq_ignore_ascii_case(&hex));
+    }
+}
