@@ -2,31 +2,43 @@
 //!    parallel requests draining 50,000 sample-shaped messages from fauxqs, with `perf record -g
 //!    -a` running; prints the loading backend's CPU per message and its top symbols, and
 //!    leaves the profile in bench/results/perf.data (`perf report -i …` to browse it).
+//!    `BENCH_PROFILE_RUNS=2 BENCH_PROFILE_PARALLEL=8` profiles two concurrent runs at 8 instead.
 
 use crate::common::{connect, env, env_or, messages, reset_tables};
 use crate::sqs::Sqs;
+use postgres::Client;
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 pub fn profile(sqs: &Sqs) -> String {
     let n = env_or("BENCH_PROFILE_N", 50_000);
+    // Concurrent runs of the same queue (what the drain's "2 × 8" and "4 × 4" rows do).
+    let runs = env_or("BENCH_PROFILE_RUNS", 1);
+    let parallel = env_or("BENCH_PROFILE_PARALLEL", 4);
     println!(
-        "\n== profile: one load_user_logins() at 4 parallel, {n} messages on fauxqs, perf attached"
+        "\n== profile: {runs} load_user_logins() at {parallel} parallel, {n} messages on fauxqs, perf attached"
     );
     let m = messages(n, 0x9f0f);
     let url = sqs.create(&format!("bench-profile-{}", std::process::id()));
     sqs.fill(&url, &m.bodies);
     let mut c = connect("bench");
     reset_tables(&mut c);
-    c.batch_execute(&format!(
-        "SET sqs_loader.max_parallel_requests = 4; SET sqs_loader.wait_seconds = 0;
-         SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
-         SET sqs_loader.endpoint = '{}';",
-        sqs.base
-    ))
-    .unwrap();
-    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut loaders: Vec<(Client, i32)> = (0..runs)
+        .map(|_| {
+            let mut l = connect("bench");
+            l.batch_execute(&format!(
+                "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
+                 SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
+                 SET sqs_loader.endpoint = '{}';",
+                sqs.base
+            ))
+            .unwrap();
+            let pid: i32 = l.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+            (l, pid)
+        })
+        .collect();
+    let pids: Vec<i32> = loaders.iter().map(|l| l.1).collect();
     let data = format!("{}/bench/results/perf.data", env("BENCH_ROOT"));
     // System-wide: `-p` misses most of the short-lived I/O threads, which do half the work.
     let mut perf = Command::new("perf")
@@ -36,9 +48,18 @@ pub fn profile(sqs: &Sqs) -> String {
         .spawn()
         .expect("perf (apt install linux-perf)");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let main = format!("{pid}/task/{pid}");
-    let before = crate::common::cpu_seconds(&pid.to_string());
-    let main_before = crate::common::cpu_seconds(&main);
+    // The processes (with their I/O threads, also those that ended) and their own threads.
+    let cpu = |pids: &[i32]| -> (f64, f64) {
+        pids.iter()
+            .map(|p| {
+                (
+                    crate::common::cpu_seconds(&p.to_string()),
+                    crate::common::cpu_seconds(&format!("{p}/task/{p}")),
+                )
+            })
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let before = cpu(&pids);
     // Thread ids come from the pid counter: how many threads (and processes) were started.
     let last_pid = || -> i64 {
         std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
@@ -54,12 +75,17 @@ pub fn profile(sqs: &Sqs) -> String {
         .unwrap();
     let pids_before = last_pid();
     let start = Instant::now();
-    c.query_one("CALL load_user_logins($1)", &[&url]).unwrap();
+    std::thread::scope(|s| {
+        for (l, _) in loaders.iter_mut() {
+            let url = &url;
+            s.spawn(move || l.query_one("CALL load_user_logins($1)", &[url]).unwrap());
+        }
+    });
     // (At most one wrap-around of the counter in one load, checked by the count of threads.)
     let started = (last_pid() - pids_before).rem_euclid(pid_max);
     let took = start.elapsed().as_secs_f64();
-    let used = crate::common::cpu_seconds(&pid.to_string()) - before;
-    let used_main = crate::common::cpu_seconds(&main) - main_before;
+    let after = cpu(&pids);
+    let (used, used_main) = (after.0 - before.0, after.1 - before.1);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
     perf.wait().unwrap();
@@ -68,6 +94,11 @@ pub fn profile(sqs: &Sqs) -> String {
         .unwrap()
         .get(0);
     assert_eq!(rows as usize, m.valid, "the load is exact");
+    let pid_list = pids
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let report = Command::new("perf")
         .args([
             "report",
@@ -75,7 +106,7 @@ pub fn profile(sqs: &Sqs) -> String {
             &data,
             "--no-children",
             "--pid",
-            &pid.to_string(),
+            &pid_list,
             "--sort",
             "comm,dso,symbol",
             "--stdio",
@@ -95,11 +126,11 @@ pub fn profile(sqs: &Sqs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n### Profile: one load_user_logins() at 4 parallel, {n} messages, fauxqs\n\n\
-         {:.0} msg/s; the loading backend and its I/O threads used {:.2} s of CPU: **{:.1} µs per message**, \
-         of which the backend's own thread {:.1} µs and its I/O threads (HTTP, JSON, signing) {:.1} µs; \
+        "\n### Profile: {runs} load_user_logins() at {parallel} parallel, {n} messages, fauxqs\n\n\
+         {:.0} msg/s; the loading backends and their I/O threads used {:.2} s of CPU: **{:.1} µs per message**, \
+         of which the backends' own threads {:.1} µs and their I/O threads (HTTP, JSON, signing) {:.1} µs; \
          {started} threads or processes were started on the machine meanwhile.\n\
-         the top symbols of the loading backend and its I/O threads (self time, ≥ 1 % of all samples; `perf report -i bench/results/perf.data --pid PID`):\n\n{top}",
+         the top symbols of the loading backends and their I/O threads (self time, ≥ 1 % of all samples; `perf report -i bench/results/perf.data --pid {pid_list}`):\n\n{top}",
         n as f64 / took,
         used,
         used * 1e6 / n as f64,
