@@ -257,55 +257,6 @@ mod tests {
     }
 
     #[pg_test]
-    fn values_another_loader_stored_are_looked_up_not_stored_again() {
-        install_fresh_key();
-        store("0.0.0.1");
-        let dk: i64 = one("SELECT id FROM sqs_loader.data_keys LIMIT 1");
-        // Stored behind this backend's back, as another loader would: a and c with a marker
-        // as their sealed value, e erased (a tombstone) before it was ever stored.
-        let token = |v: &str| one::<String>(&format!("SELECT mask_pii({})", quote(v)));
-        let (a, c, e) = (token("a"), token("c"), token("e"));
-        for (t, marker) in [(&a, 1), (&c, 3)] {
-            assert!(one::<bool>(&format!(
-                "SELECT sqs_loader.vault_store(ARRAY[{}], {dk}, ARRAY['\\x0{marker}'::bytea], true)",
-                quote(t)
-            )));
-        }
-        assert!(!one::<bool>(&format!("SELECT forget_pii({})", quote(&e))));
-        let sealed_of = |t: &str| {
-            opt::<Vec<u8>>(&format!(
-                "SELECT sealed FROM sqs_loader.vault WHERE token = {}",
-                quote(t)
-            ))
-        };
-        let stored = |values: &str| {
-            one::<Vec<String>>(&format!("SELECT sqs_loader.mask_values(ARRAY[{values}])"))
-        };
-        // The plain store fails on a; ON CONFLICT stores b and leaves a as it was. From now on
-        // this backend looks tokens up before storing.
-        assert_eq!(stored("'a', 'b'"), vec![a.clone(), token("b")]);
-        assert_eq!(sealed_of(&a), Some(vec![1u8]));
-        // Looked up: c and e are found (neither sealed nor stored), d is stored by a plain
-        // INSERT that succeeds (rows of an INSERT undone would count as inserted too).
-        let inserted =
-            || one::<i64>("SELECT pg_stat_get_xact_tuples_inserted('sqs_loader.vault'::regclass)");
-        let before = inserted();
-        assert_eq!(
-            stored("'c', 'd', 'e', 'c'"),
-            vec![c.clone(), token("d"), e.clone(), c.clone()]
-        );
-        assert_eq!(inserted() - before, 1, "one row inserted, d's");
-        assert_eq!(sealed_of(&c), Some(vec![3u8]), "never stored over");
-        assert_eq!(sealed_of(&e), None, "a tombstone stays a tombstone");
-        assert!(sealed_of(&token("d")).is_some_and(|s| s.len() > 16));
-        assert_eq!(
-            one::<i64>("SELECT count(*) FROM sqs_loader.vault"),
-            6,
-            "0.0.0.1, a, b, c, d, e: each once"
-        );
-    }
-
-    #[pg_test]
     fn erasure_forgets_the_value_but_keeps_the_token() {
         let private = install_fresh_key();
         let t: String = store("8.8.8.8");

@@ -27,19 +27,14 @@ thread_local! {
     static DATA_KEY: RefCell<Option<CachedDataKey>> = const { RefCell::new(None) };
     static KNOWN: RefCell<KnownTokens> = RefCell::new(KnownTokens::default());
     static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Vault stores left that first look up which of their tokens are stored (see
-    /// [`SHARED_CALLS`]).
-    static SHARED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Vault stores left that go straight to ON CONFLICT (see [`PLAIN_BACKOFF_CALLS`]).
+    static PLAIN_BACKOFF: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// After a plain INSERT into the vault failed on a token stored already (and was undone):
-/// values repeat across loaders here (concurrent runs of a queue, another database session).
-/// The next this many stores first look their tokens up in the vault, one index probe each,
-/// and neither seal nor store the ones found, so their plain INSERT can succeed; without the
-/// look-up they would take ON CONFLICT DO NOTHING, which costs each new row a speculative
-/// insertion and its confirmation on top of the probe. A look-up that finds a token counts
-/// again from this number.
-const SHARED_CALLS: u32 = 16;
+/// After a plain INSERT into the vault failed on a token stored already (and was undone),
+/// this many stores use ON CONFLICT DO NOTHING before a plain INSERT is tried again: bounds
+/// the work undone where several loaders share values to one store in this many.
+const PLAIN_BACKOFF_CALLS: u32 = 16;
 
 /// Keep [`KNOWN`] in step with the transactions (registered once per backend, at first use).
 fn register_callbacks() {
@@ -232,46 +227,6 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
                 .expect("a new value is not NULL")
                 .as_str()
         };
-        let shared = SHARED.with(|s| {
-            let left = s.get();
-            s.set(left.saturating_sub(1));
-            left > 0
-        });
-        if shared {
-            // Stored by another loader (or erased: a tombstone is found too, and stays as it is).
-            // Not read-only: a new snapshot sees what committed since this statement started.
-            let asked: Vec<&str> = new.iter().map(|&i| token(i)).collect();
-            let found: std::collections::HashSet<String> = client
-                .update(
-                    "SELECT v.token FROM sqs_loader.vault v WHERE v.token = ANY($1)",
-                    None,
-                    &[asked.into()],
-                )
-                .map_err(spi_err)?
-                .map(|row| row.get::<String>(1).map_err(spi_err))
-                .filter_map(|t| t.transpose())
-                .collect::<Result<_, _>>()?;
-            if !found.is_empty() {
-                SHARED.with(|s| s.set(SHARED_CALLS));
-                let mut stored_tags = vec![];
-                let (mut keep, mut keep_tags) = (vec![], vec![]);
-                for (i, tag) in new.into_iter().zip(new_tags) {
-                    if found.contains(token(i)) {
-                        stored_tags.push(tag);
-                    } else {
-                        keep.push(i);
-                        keep_tags.push(tag);
-                    }
-                }
-                (new, new_tags) = (keep, keep_tags);
-                // SAFETY: a plain read of the transaction state.
-                let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
-                KNOWN.with(|k| k.borrow_mut().stored(sub, stored_tags));
-                if new.is_empty() {
-                    return Ok(tokens);
-                }
-            }
-        }
         // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
         let mut order: Vec<usize> = (0..new.len()).collect();
         order.sort_unstable_by(|&a, &b| token(new[a]).cmp(token(new[b])));
@@ -302,6 +257,11 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
         });
         // sqs_loader.vault_store() (sql/10_masking.sql): a plain INSERT when every token is new,
         // else ON CONFLICT DO NOTHING, which leaves an erased token's tombstone as it is.
+        let try_plain = PLAIN_BACKOFF.with(|b| {
+            let left = b.get();
+            b.set(left.saturating_sub(1));
+            left == 0
+        });
         let plain: Option<bool> = client
             .update(
                 "SELECT sqs_loader.vault_store($1, $2, $3, $4)",
@@ -310,17 +270,17 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
                     sorted_tokens.into(),
                     dk_id.into(),
                     sealed.into(),
-                    true.into(),
+                    try_plain.into(),
                 ],
             )
             .map_err(spi_err)?
             .first()
             .get(1)
             .map_err(spi_err)?;
-        if plain != Some(true) {
-            // Some token was stored already: values repeat across loaders here. Look tokens up
-            // before storing for a while rather than undo a plain INSERT batch after batch.
-            SHARED.with(|s| s.set(SHARED_CALLS));
+        if try_plain && plain != Some(true) {
+            // Some token was stored already: values repeat across loaders here. Go straight to
+            // ON CONFLICT for a while rather than undo a plain INSERT batch after batch.
+            PLAIN_BACKOFF.with(|b| b.set(PLAIN_BACKOFF_CALLS));
         }
         // Stored now, by this statement or an earlier committed one: known once we commit.
         // SAFETY: a plain read of the transaction state.
