@@ -37,7 +37,7 @@ pub fn citus(sqs: &Sqs, coordinator: u16, n: usize, rows: usize, runs: usize) ->
                 Drainer::Loader {
                     runs: k,
                     parallel: 4,
-                    adapt: true,
+                    adapt: Some(true),
                 },
             );
         }

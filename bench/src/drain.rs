@@ -20,11 +20,12 @@ pub enum Drainer {
         clients: usize,
     },
     /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight at
-    /// most, fewer while fewer do if `adapt` (`sqs_loader.adapt_requests`).
+    /// most, fewer while fewer do if `adapt` (`sqs_loader.adapt_requests`; None: not set, for a
+    /// build from BENCH_REV that predates the setting and always uses them all).
     Loader {
         runs: usize,
         parallel: usize,
-        adapt: bool,
+        adapt: Option<bool>,
     },
     Python,
     /// One background worker (`sqs_loader.start_worker`) with `parallel` requests in flight.
@@ -66,7 +67,6 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
             parallel,
             adapt,
         } => {
-            let adapt_known = has_setting("sqs_loader.adapt_requests");
             let barrier = Arc::new(Barrier::new(runs));
             let start = Instant::now();
             let handles: Vec<_> = (0..runs)
@@ -81,8 +81,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
                              SET sqs_loader.endpoint = '{base}';"
                         ))
                         .unwrap();
-                        // A build from BENCH_REV may predate the setting (and always use them all).
-                        if adapt_known {
+                        if let Some(adapt) = adapt {
                             c.batch_execute(&format!("SET sqs_loader.adapt_requests = {adapt}"))
                                 .unwrap();
                         }
@@ -267,7 +266,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             Drainer::Loader {
                 runs,
                 parallel,
-                adapt,
+                adapt: adapting.then_some(adapt),
             },
             p.n,
             note,
