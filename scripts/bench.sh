@@ -20,8 +20,7 @@ if [ -n "${BENCH_REV:-}" ]; then
   rev=$(git rev-parse --verify -q "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit of this repository"
   step "building and installing sqs_loader at ${rev:0:12} (release, target/rev-${rev:0:12})"
   src=$RUN_DIR/build/rev-$rev
-  rm -rf "$src"; mkdir -p "$src"
-  git archive "$rev" | tar -x -C "$src"
+  export_commit "$rev" "$src"
   # Its own target directory: the same crate name, so the same path of the built library.
   (cd "$src" && CARGO_TARGET_DIR="$ROOT/target/rev-${rev:0:12}" install_extension)
 else

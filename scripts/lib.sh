@@ -85,6 +85,13 @@ ensure_pg_os_user() {
   id -u "$PG_OS_USER" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$PG_OS_USER"
 }
 
+# The tree of commit $1 of this repository in directory $2 (emptied first): another version of
+# the extension to build (the upgrade test's 0.1.0, a benchmark's BENCH_REV).
+export_commit() {
+  rm -rf "$2"; mkdir -p "$2"
+  git -C "$ROOT" archive "$1" | tar -x -C "$2"
+}
+
 # `cargo pgrx install` into the chosen major (release unless PROFILE=dev).
 install_extension() {
   local flags=(--pg-config "$PG_CONFIG" --no-default-features --features "pg$PG")

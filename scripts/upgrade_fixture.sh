@@ -14,8 +14,7 @@ git -C "$ROOT" cat-file -e "$V010^{commit}" 2>/dev/null \
   || die "commit $V010 (release 0.1.0) is not in this clone: the upgrade test needs the history (not a shallow clone)"
 
 src=$RUN_DIR/build/sqs_loader-0.1.0
-rm -rf "$src"; mkdir -p "$src"
-git -C "$ROOT" archive "$V010" | tar -x -C "$src"
+export_commit "$V010" "$src"
 # 0.1.0 was released with a pg15 feature only; its code builds unchanged for 18 given the feature.
 features=(--no-default-features --features "pg$PG")
 if [ "$PG" != 15 ]; then
