@@ -24,6 +24,7 @@ pub fn profile(sqs: &Sqs) -> String {
     sqs.fill(&url, &m.bodies);
     let mut c = connect("bench");
     reset_tables(&mut c);
+    let inserted_before = inserted(&mut c);
     let mut loaders: Vec<(Client, i32)> = (0..runs)
         .map(|_| {
             let mut l = connect("bench");
@@ -94,6 +95,23 @@ pub fn profile(sqs: &Sqs) -> String {
         .unwrap()
         .get(0);
     assert_eq!(rows as usize, m.valid, "the load is exact");
+    // Rows inserted and undone: a plain vault INSERT that met a token stored meanwhile by
+    // another run is rolled back whole (then stored with ON CONFLICT). The loaders' statistics
+    // reach the cumulative views when their sessions end.
+    drop(loaders);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let undone = inserted(&mut c)
+        .into_iter()
+        .zip(&inserted_before)
+        .map(|((table, ins, rows), (_, before, _))| {
+            format!(
+                "{table}: {} rows inserted, {} undone",
+                ins - before,
+                ins - before - rows
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let pid_list = pids
         .iter()
         .map(|p| p.to_string())
@@ -109,6 +127,8 @@ pub fn profile(sqs: &Sqs) -> String {
             &pid_list,
             "--sort",
             "comm,dso,symbol",
+            "--percentage",
+            "relative",
             "--stdio",
             "-g",
             "none",
@@ -129,8 +149,8 @@ pub fn profile(sqs: &Sqs) -> String {
         "\n### Profile: {runs} load_user_logins() at {parallel} parallel, {n} messages, fauxqs\n\n\
          {:.0} msg/s; the loading backends and their I/O threads used {:.2} s of CPU: **{:.1} µs per message**, \
          of which the backends' own threads {:.1} µs and their I/O threads (HTTP, JSON, signing) {:.1} µs; \
-         {started} threads or processes were started on the machine meanwhile.\n\
-         the top symbols of the loading backends and their I/O threads (self time, ≥ 1 % of all samples; `perf report -i bench/results/perf.data --pid {pid_list}`):\n\n{top}",
+         {started} threads or processes were started on the machine meanwhile. {undone}.\n\
+         the top symbols of the loading backends and their I/O threads (self time, ≥ 1 % of their samples; `perf report -i bench/results/perf.data --pid {pid_list}`):\n\n{top}",
         n as f64 / took,
         used,
         used * 1e6 / n as f64,
@@ -139,4 +159,23 @@ pub fn profile(sqs: &Sqs) -> String {
     );
     print!("{out}");
     out
+}
+
+/// For the tables a load inserts into: rows inserted since the server started (committed or
+/// not) and rows in the table now.
+fn inserted(c: &mut Client) -> Vec<(String, i64, i64)> {
+    ["sqs_loader.vault", "sqs_loader.processed_messages", "user_logins"]
+        .iter()
+        .map(|t| {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT coalesce(pg_stat_get_tuples_inserted('{t}'::regclass), 0), (SELECT count(*) FROM {t})"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (t.to_string(), r.get(0), r.get(1))
+        })
+        .collect()
 }
