@@ -1032,16 +1032,12 @@ COMMENT ON FUNCTION @extschema@.sqs_send(text, text[], text) IS
 
 -- ---------------------------------------------------------------- one call per batch (#16)
 -- Store sealed values under their tokens (sorted: concurrent loaders lock them in the same
--- order), as masking does (src/postgres/vault.rs), never over an existing row. Three ways, the
--- cheapest that works: with p_try_plain, a plain INSERT (one index descent per value), which
--- fails and is undone when a token is stored already (by another backend, or erased: a
--- tombstone); then a plain INSERT of the tokens an index probe does not find (what loaders that
--- share values do: no speculative insertion, no lock per value as with ON CONFLICT), which fails
--- only when another transaction stores one of them meanwhile; then ON CONFLICT DO NOTHING,
--- which waits for such a transaction (or a concurrent forget_pii() of the same token) and
--- leaves what it stored as it is. Returns which one stored: plain, filtered or on conflict.
+-- order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
+-- token is new (one index descent per value instead of ON CONFLICT's two); when one is stored
+-- already (by another backend, or erased: a tombstone), the INSERT fails and is undone, and
+-- ON CONFLICT DO NOTHING stores the rest. Returns whether the plain INSERT did it.
 CREATE FUNCTION sqs_loader.vault_store(p_tokens text[], p_data_key_id bigint, p_sealed bytea[],
-                                       p_try_plain boolean) RETURNS text
+                                       p_try_plain boolean) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1050,29 +1046,21 @@ BEGIN
         BEGIN
             INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
             SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s);
-            RETURN 'plain';
+            RETURN true;
         EXCEPTION WHEN unique_violation THEN
             NULL;
         END;
     END IF;
-    BEGIN
-        -- A scalar subquery, not NOT EXISTS: it stays one index probe per token (an anti-join
-        -- could scan the whole vault).
-        INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
-        SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s)
-         WHERE (SELECT true FROM sqs_loader.vault v WHERE v.token = u.t) IS NULL;
-        RETURN 'filtered';
-    EXCEPTION WHEN unique_violation THEN
-        NULL;
-    END;
+    -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
+    -- waits for a concurrent forget_pii() of the same token to commit or abort first.
     INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
     SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s)
     ON CONFLICT (token) DO NOTHING;
-    RETURN 'on conflict';
+    RETURN false;
 END
 $$;
 COMMENT ON FUNCTION sqs_loader.vault_store(text[], bigint, bytea[], boolean) IS
-  'Store sealed values under their tokens, never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every token is new, else a plain INSERT of the tokens not found, else INSERT ... ON CONFLICT DO NOTHING; returns which (plain, filtered, on conflict). Internal to masking.';
+  'Store sealed values under their tokens, never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every token is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
 
 -- Claim message ids for a run (exactly once: a message id already recorded was loaded or
 -- rejected before, and is skipped). p_ids are distinct and sorted: concurrent loaders lock them

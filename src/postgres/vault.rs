@@ -27,14 +27,13 @@ thread_local! {
     static DATA_KEY: RefCell<Option<CachedDataKey>> = const { RefCell::new(None) };
     static KNOWN: RefCell<KnownTokens> = RefCell::new(KnownTokens::default());
     static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Vault stores left that skip the plain INSERT (see [`PLAIN_BACKOFF_CALLS`]).
+    /// Vault stores left that go straight to ON CONFLICT (see [`PLAIN_BACKOFF_CALLS`]).
     static PLAIN_BACKOFF: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// After a plain INSERT into the vault failed on a token stored already (and was undone),
-/// this many stores skip it (they insert the tokens an index probe does not find) before a
-/// plain INSERT is tried again: bounds the work undone where several loaders share values to
-/// one store in this many.
+/// this many stores use ON CONFLICT DO NOTHING before a plain INSERT is tried again: bounds
+/// the work undone where several loaders share values to one store in this many.
 const PLAIN_BACKOFF_CALLS: u32 = 16;
 
 /// Keep [`KNOWN`] in step with the transactions (registered once per backend, at first use).
@@ -257,14 +256,13 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
             (k.id, sorted, sealed)
         });
         // sqs_loader.vault_store() (sql/10_masking.sql): a plain INSERT when every token is new,
-        // else a plain INSERT of those not found, else ON CONFLICT DO NOTHING (which leaves an
-        // erased token's tombstone as it is).
+        // else ON CONFLICT DO NOTHING, which leaves an erased token's tombstone as it is.
         let try_plain = PLAIN_BACKOFF.with(|b| {
             let left = b.get();
             b.set(left.saturating_sub(1));
             left == 0
         });
-        let how: Option<String> = client
+        let plain: Option<bool> = client
             .update(
                 "SELECT sqs_loader.vault_store($1, $2, $3, $4)",
                 Some(1),
@@ -279,9 +277,9 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
             .first()
             .get(1)
             .map_err(spi_err)?;
-        if try_plain && how.as_deref() != Some("plain") {
-            // Some token was stored already: values repeat across loaders here. Filter first
-            // for a while rather than undo a plain INSERT batch after batch.
+        if try_plain && plain != Some(true) {
+            // Some token was stored already: values repeat across loaders here. Go straight to
+            // ON CONFLICT for a while rather than undo a plain INSERT batch after batch.
             PLAIN_BACKOFF.with(|b| b.set(PLAIN_BACKOFF_CALLS));
         }
         // Stored now, by this statement or an earlier committed one: known once we commit.
