@@ -292,6 +292,48 @@ fn erasure_wins_every_interleaving() {
     assert_eq!(sealed, 0);
 }
 
+/// Two loaders storing the same new token at once: the second one's plain INSERT waits for the
+/// first; when that commits, the INSERT fails and is undone, and ON CONFLICT stores the rest
+/// (never over the first's row); when it aborts, the plain INSERT stores its own.
+#[test]
+fn vault_store_waits_for_a_concurrent_store_of_the_same_token() {
+    let _g = shared();
+    let db = TestDb::new("vaultrace");
+    let mut c = db.client();
+    let sealed_of = |c: &mut postgres::Client, t: &str| -> Option<Vec<u8>> {
+        c.query_opt(
+            "SELECT sealed FROM sqs_loader.vault WHERE token = $1",
+            &[&t],
+        )
+        .unwrap()
+        .and_then(|r| r.get(0))
+    };
+    for (end, plain, expected_x) in [("COMMIT", false, vec![1u8]), ("ROLLBACK", true, vec![2u8])] {
+        let (x, y) = (format!("v1.race-x-{end}"), format!("v1.race-y-{end}"));
+        let mut a = db.client();
+        a.batch_execute(&format!(
+            "BEGIN; SELECT sqs_loader.vault_store(ARRAY['{x}'], 1, ARRAY['\\x01'::bytea], true)"
+        ))
+        .unwrap();
+        let (name, bx, by) = (db.name.clone(), x.clone(), y.clone());
+        let b = std::thread::spawn(move || -> bool {
+            connect(&name)
+                .query_one(
+                    "SELECT sqs_loader.vault_store(ARRAY[$1, $2], 1, ARRAY['\\x02'::bytea, '\\x03'], true)",
+                    &[&bx, &by],
+                )
+                .unwrap()
+                .get(0)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!b.is_finished(), "the second store waits for the first");
+        a.batch_execute(end).unwrap();
+        assert_eq!(b.join().unwrap(), plain, "plain INSERT after {end}");
+        assert_eq!(sealed_of(&mut c, &x), Some(expected_x), "after {end}");
+        assert_eq!(sealed_of(&mut c, &y), Some(vec![3u8]), "after {end}");
+    }
+}
+
 #[test]
 fn unmasking_works_under_repeatable_read_with_a_truthful_audit() {
     let _g = shared();
