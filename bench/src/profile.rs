@@ -1,6 +1,7 @@
 //! 5. profile (only when asked: `make bench ARGS=profile`): one `CALL load_user_logins()` at 4
 //!    parallel requests draining 50,000 sample-shaped messages from fauxqs, with `perf record -g
-//!    -a` running; prints the loading backend's CPU per message and its top symbols, and
+//!    -a` running; prints the loading backend's CPU per message, the rows inserted and undone
+//!    (a failed plain INSERT) per table, and its top symbols, and
 //!    leaves the profile in bench/results/perf.data (`perf report -i …` to browse it).
 //!    `BENCH_PROFILE_RUNS=2 BENCH_PROFILE_PARALLEL=8` profiles two concurrent runs at 8 instead.
 
