@@ -104,11 +104,11 @@ pub fn profile(sqs: &Sqs) -> String {
     let undone = inserted(&mut c)
         .into_iter()
         .zip(&inserted_before)
-        .map(|((table, ins, rows), (_, before, _))| {
+        .map(|((table, ins, rows), (_, ins_before, rows_before))| {
             format!(
                 "{table}: {} rows inserted, {} undone",
-                ins - before,
-                ins - before - rows
+                ins - ins_before,
+                (ins - ins_before) - (rows - rows_before)
             )
         })
         .collect::<Vec<_>>()
