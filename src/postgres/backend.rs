@@ -1,8 +1,9 @@
 //! Running blocking I/O off the backend's thread while the backend keeps answering cancel
 //! requests, statement_timeout and terminate.
 //!
-//! The I/O threads run plain Rust only (no Postgres calls). They are spawned with every signal
-//! blocked, so Postgres' signal handlers always run on the backend's own thread. When the
+//! The I/O threads ([`crate::sqs::pool`], kept between jobs) run plain Rust only (no Postgres
+//! calls). They are started with every signal blocked, so Postgres' signal handlers always run
+//! on the backend's own thread. When the
 //! backend is interrupted it stops waiting; the threads finish on their own HTTP timeout and
 //! their results are dropped.
 
@@ -23,21 +24,10 @@ pub enum ThreadError {
     Vanished,
 }
 
-/// Start a detached I/O thread (signals blocked; it must not call into Postgres).
+/// Run `f` on an I/O thread of the process's pool (started with every signal blocked; `f` must
+/// not call into Postgres).
 pub fn spawn(f: impl FnOnce() + Send + 'static) -> Result<(), ThreadError> {
-    // SAFETY: plain libc signal-mask calls on this thread; the old mask is restored right after.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let r = std::thread::Builder::new()
-            .name("sqs_loader-io".into())
-            .stack_size(1024 * 1024)
-            .spawn(f);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        r.map(|_| ()).map_err(|e| ThreadError::Spawn(e.to_string()))
-    }
+    crate::sqs::pool::execute(f).map_err(|e| ThreadError::Spawn(e.to_string()))
 }
 
 /// Wait for what an I/O thread sends, checking for interrupts every 20 ms: a cancel, a timeout

@@ -1,16 +1,16 @@
 //! Running SQS operations for the SQL functions and the loader: one [`Client`] per endpoint,
 //! requests with retries ([`super::http`]), at most `max_parallel` in flight (a sliding window
-//! of scoped threads). Plain Rust: runs on I/O threads and never calls into Postgres.
+//! over the calling thread and [`super::pool`] threads). Plain Rust: runs on I/O threads and never calls into Postgres.
 
 use super::credentials::{self, Configured, Credentials, Env};
 use super::endpoint::Endpoint;
 use super::http::{self, CallOptions};
-use super::lock;
 use super::{is_fifo, random_id, BatchFailure, Message, Request, Response, SqsError};
+use super::{lock, pool};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Most messages one receive (one `sqs_pull()` call, one loader batch) asks for.
@@ -116,32 +116,42 @@ impl Client {
         )
     }
 
-    /// Run requests, at most `max_parallel` in flight; results in request order.
+    /// Run requests, at most `max_parallel` in flight (this thread and pool threads,
+    /// [`pool::fan_out`]); results in request order.
     pub fn execute_all(
         &self,
         reqs: Vec<Request>,
     ) -> Result<Vec<Result<Response, SqsError>>, SqsError> {
+        struct Shared {
+            client: Client,
+            creds: Credentials,
+            reqs: Vec<Request>,
+            next: AtomicUsize,
+            results: Vec<Mutex<Option<Result<Response, SqsError>>>>,
+        }
         let creds = self.credentials()?;
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<Result<Response, SqsError>>>> =
-            reqs.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..self.max_parallel.min(reqs.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(req) = reqs.get(i) else { break };
-                    let r = self.call(&creds, req, Duration::ZERO);
-                    *lock(&results[i]) = Some(r);
-                });
-            }
+        let threads = self.max_parallel.min(reqs.len());
+        let shared = Arc::new(Shared {
+            client: self.clone(),
+            creds,
+            results: reqs.iter().map(|_| Mutex::new(None)).collect(),
+            reqs,
+            next: AtomicUsize::new(0),
         });
-        Ok(results
-            .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .expect("every request ran")
-            })
+        let work = shared.clone();
+        pool::fan_out(
+            threads,
+            Arc::new(move || loop {
+                let i = work.next.fetch_add(1, Ordering::SeqCst);
+                let Some(req) = work.reqs.get(i) else { break };
+                let r = work.client.call(&work.creds, req, Duration::ZERO);
+                *lock(&work.results[i]) = Some(r);
+            }),
+        );
+        Ok(shared
+            .results
+            .iter()
+            .map(|m| lock(m).take().expect("every request ran"))
             .collect())
     }
 
@@ -184,62 +194,85 @@ impl Client {
         Ok(first)
     }
 
-    /// The parallel part of [`Client::receive`].
+    /// The parallel part of [`Client::receive`] (this thread and pool threads).
     fn receive_short(
         &self,
         queue_url: &str,
         args: ReceiveArgs,
         creds: &Credentials,
     ) -> Result<Vec<Message>, SqsError> {
-        let unclaimed = AtomicUsize::new(args.n);
-        let drained = AtomicBool::new(false);
-        let out: Mutex<Vec<Message>> = Mutex::new(Vec::with_capacity(args.n));
-        let first_error: Mutex<Option<SqsError>> = Mutex::new(None);
-        let wait = Duration::from_secs(args.wait_seconds as u64);
-        std::thread::scope(|s| {
-            for _ in 0..self.max_parallel.min(args.n.div_ceil(BATCH_ENTRIES)).max(1) {
-                s.spawn(|| loop {
-                    if drained.load(Ordering::SeqCst) {
+        struct Shared {
+            client: Client,
+            creds: Credentials,
+            queue_url: String,
+            args: ReceiveArgs,
+            unclaimed: AtomicUsize,
+            drained: AtomicBool,
+            out: Mutex<Vec<Message>>,
+            first_error: Mutex<Option<SqsError>>,
+        }
+        let shared = Arc::new(Shared {
+            client: self.clone(),
+            creds: creds.clone(),
+            queue_url: queue_url.to_string(),
+            args,
+            unclaimed: AtomicUsize::new(args.n),
+            drained: AtomicBool::new(false),
+            out: Mutex::new(Vec::with_capacity(args.n)),
+            first_error: Mutex::new(None),
+        });
+        let threads = self.max_parallel.min(args.n.div_ceil(BATCH_ENTRIES)).max(1);
+        let w = shared.clone();
+        pool::fan_out(
+            threads,
+            Arc::new(move || {
+                let wait = Duration::from_secs(w.args.wait_seconds as u64);
+                loop {
+                    if w.drained.load(Ordering::SeqCst) {
                         break;
                     }
                     // Claim up to 10 of the messages still to receive.
                     let mut ask = 0;
-                    let _ = unclaimed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                        ask = u.min(BATCH_ENTRIES);
-                        Some(u - ask)
-                    });
+                    let _ = w
+                        .unclaimed
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                            ask = u.min(BATCH_ENTRIES);
+                            Some(u - ask)
+                        });
                     if ask == 0 {
                         break;
                     }
                     let req = Request::Receive {
-                        queue_url: queue_url.to_string(),
+                        queue_url: w.queue_url.clone(),
                         max_messages: ask as u32,
-                        visibility_timeout: args.visibility_timeout,
-                        wait_seconds: args.wait_seconds,
-                        attempt_id: is_fifo(queue_url).then(random_id),
+                        visibility_timeout: w.args.visibility_timeout,
+                        wait_seconds: w.args.wait_seconds,
+                        attempt_id: is_fifo(&w.queue_url).then(random_id),
                     };
-                    let failure = match self.call(creds, &req, wait) {
+                    let failure = match w.client.call(&w.creds, &req, wait) {
                         Ok(Response::Received(msgs)) => {
                             if msgs.is_empty() {
-                                drained.store(true, Ordering::SeqCst);
+                                w.drained.store(true, Ordering::SeqCst);
                             }
                             // Whatever was asked and not delivered may be asked again.
-                            unclaimed.fetch_add(ask - msgs.len().min(ask), Ordering::SeqCst);
-                            lock(&out).extend(msgs);
+                            w.unclaimed
+                                .fetch_add(ask - msgs.len().min(ask), Ordering::SeqCst);
+                            lock(&w.out).extend(msgs);
                             continue;
                         }
-                        Ok(_) => unexpected("ReceiveMessage", &self.endpoint),
+                        Ok(_) => unexpected("ReceiveMessage", &w.client.endpoint),
                         Err(e) => e,
                     };
-                    lock(&first_error).get_or_insert(failure);
-                    drained.store(true, Ordering::SeqCst);
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(out.into_inner().unwrap_or_else(|e| e.into_inner())),
+                    lock(&w.first_error).get_or_insert(failure);
+                    w.drained.store(true, Ordering::SeqCst);
+                }
+            }),
+        );
+        if let Some(e) = lock(&shared.first_error).take() {
+            return Err(e);
         }
+        let out = std::mem::take(&mut *lock(&shared.out));
+        Ok(out)
     }
 
     /// Batch requests over `items` cut into `chunks`; a request-level failure (no such queue,

@@ -12,6 +12,7 @@ mod fake;
 pub mod heartbeat;
 pub mod http;
 pub mod pace;
+pub mod pool;
 pub mod sign;
 pub mod wire;
 mod xml;
