@@ -9,13 +9,37 @@
 #                                by this tree's harness: a before/after on one host, back to back
 #                                (rows that need a setting the commit lacks are left out). This tree's
 #                                build is installed again at the end.
+#   BENCH_AB=<commit> make bench
+#                                that commit's build (A, before) and this tree's (B, after) in
+#                                alternating rounds (A B, B A, A B; BENCH_RUNS rounds) of the fauxqs
+#                                drain's loader configurations and the bare client at 4, on one cluster
+#                                restarted between sides: the host's drift falls on both alike. Writes
+#                                bench/results/ab.md.
 # The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from
 # ../shared/vendor/ the first time).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 bash scripts/deps.sh bench
+ab=
+if [ -n "${BENCH_AB:-}" ]; then
+  ab=$(git rev-parse --verify -q "$BENCH_AB^{commit}") || die "BENCH_AB=$BENCH_AB is not a commit of this repository"
+  BENCH_REV=$ab
+  ARGS=ab
+fi
 citus=
 if [ -z "${ARGS:-}" ] || [[ " $ARGS " == *" citus "* ]]; then citus=1; bash scripts/deps.sh citus; fi
+# The installed extension's files, copied to and from a directory (BENCH_AB switches builds).
+pkglibdir=$("$PG_CONFIG" --pkglibdir); extdir=$("$PG_CONFIG" --sharedir)/extension
+stash_installed() {
+  rm -rf "$1"; mkdir -p "$1"
+  cp "$pkglibdir/sqs_loader.so" "$extdir"/sqs_loader.control "$extdir"/sqs_loader--*.sql "$1/"
+}
+use_stashed() {
+  rm -f "$extdir"/sqs_loader--*.sql
+  # Unlinked first: a running process may still map the old library.
+  cp --remove-destination "$1/sqs_loader.so" "$pkglibdir/"
+  cp "$1"/sqs_loader.control "$1"/sqs_loader--*.sql "$extdir/"
+}
 if [ -n "${BENCH_REV:-}" ]; then
   rev=$(git rev-parse --verify -q "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit of this repository"
   step "building and installing sqs_loader at ${rev:0:12} (release, target/rev-${rev:0:12})"
@@ -23,6 +47,12 @@ if [ -n "${BENCH_REV:-}" ]; then
   export_commit "$rev" "$src"
   # Its own target directory: the same crate name, so the same path of the built library.
   (cd "$src" && CARGO_TARGET_DIR="$ROOT/target/rev-${rev:0:12}" install_extension)
+  if [ -n "$ab" ]; then
+    stash_installed "$RUN_DIR/ab/A"
+    step "building and installing sqs_loader (release)"
+    make -s install
+    stash_installed "$RUN_DIR/ab/B"
+  fi
 else
   step "building and installing sqs_loader (release)"
   make -s install
@@ -33,7 +63,8 @@ cleanup() {
   bash scripts/pg.sh destroy bench >/dev/null 2>&1 || true
   [ -z "$citus" ] || bash scripts/citus.sh destroy >/dev/null 2>&1 || true
   stop_started_emulators
-  if [ -n "${BENCH_REV:-}" ]; then make -s install >/dev/null 2>&1 || echo "make install failed: this tree's build is not installed" >&2; fi
+  if [ -n "$ab" ] && [ -f "$RUN_DIR/ab/B/sqs_loader.so" ]; then use_stashed "$RUN_DIR/ab/B"
+  elif [ -n "${BENCH_REV:-}" ]; then make -s install >/dev/null 2>&1 || echo "make install failed: this tree's build is not installed" >&2; fi
 }
 trap cleanup EXIT
 start_emulators fauxqs localstack
@@ -66,6 +97,23 @@ if [ -n "$citus" ]; then
     | psql_on "$CITUS_PGPORT" bench -v ON_ERROR_STOP=1 -q
   echo "SELECT set_rsa_public_key(:'pub');" \
     | psql_on "$CITUS_PGPORT" bench -v ON_ERROR_STOP=1 -q -v pub="$(cat "$keys/public_key.pem")" >/dev/null
+fi
+if [ -n "$ab" ]; then
+  rm -f bench/results/ab-samples.tsv
+  export BENCH_PGPORT BENCH_FAUXQS=http://127.0.0.1:$FAUXQS_PORT BENCH_LOCALSTACK=http://127.0.0.1:$LOCALSTACK_PORT \
+    BENCH_KEYS=$keys BENCH_TOOLS=$TOOLS_DIR BENCH_ROOT=$ROOT BENCH_AB=${ab:0:12}
+  for round in $(seq 1 "${BENCH_RUNS:-3}"); do
+    order="A B"; [ $((round % 2)) = 1 ] || order="B A"
+    for side in $order; do
+      step "round $round: $side ($([ $side = A ] && echo "commit ${ab:0:12}" || echo "this tree"))"
+      bash scripts/pg.sh stop bench
+      use_stashed "$RUN_DIR/ab/$side"
+      bash scripts/pg.sh start bench "$BENCH_PGPORT" postgres
+      BENCH_AB_SIDE=$side "$ROOT/target/release/sqs_loader_bench" ab-drain
+    done
+  done
+  "$ROOT/target/release/sqs_loader_bench" ab-report
+  exit 0
 fi
 step "benchmarks"
 # shellcheck disable=SC2086

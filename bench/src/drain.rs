@@ -182,6 +182,9 @@ pub struct DrainPlan<'a> {
     pub runs: usize,
     /// Also 16 parallel and the concurrent-run configurations.
     pub full: bool,
+    /// A side of `BENCH_AB` (scripts/bench.sh): only the bare client at 4 and the loader runs
+    /// that adapt, their samples appended to `ab::SAMPLES` under this name, no report.
+    pub ab: Option<&'a str>,
 }
 
 pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
@@ -190,49 +193,18 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         "\n== drain on {label}: {} messages per run ({} for the Python loader), {runs} runs each",
         p.n, p.n_python
     );
-    let mut t = Table::default();
-    let mut seed = 0x5eed_0000_u64 + label.len() as u64 * 1000;
-    let mut cpu_rows = Table::default();
-    let mut measure = |t: &mut Table, name: &str, d: Drainer, n: usize, note: String| {
-        let (v, cpu): (Vec<f64>, Vec<Option<Cpu>>) = (0..runs)
-            .map(|_| {
-                seed += 1;
-                drain_once(sqs, d, n, seed)
-            })
-            .unzip();
-        t.add(name, "msg/s", v, note);
-        let cpu: Vec<Cpu> = cpu.into_iter().flatten().collect();
-        if !cpu.is_empty() {
-            let what = match d {
-                Drainer::Bare { .. } => "CPU of the bare client's process (/proc/self/stat)",
-                _ => "CPU of the loading backends and their I/O threads (/proc/PID/stat)",
-            };
-            cpu_rows.add(
-                name,
-                "µs/msg",
-                cpu.iter().map(|c| c.total).collect(),
-                what.into(),
-            );
-            let main: Vec<f64> = cpu.iter().filter_map(|c| c.backend_thread).collect();
-            if !main.is_empty() {
-                cpu_rows.add(
-                    &format!("{name}: backends' own threads"),
-                    "µs/msg",
-                    main,
-                    "of which the backends' own threads (/proc/PID/task/PID/stat); the rest is their I/O threads".into(),
-                );
-            }
-        }
-    };
+    // What to measure, in order: every configuration once per round, `runs` rounds. The host's
+    // speed drifts over minutes (up to 2× within an hour here), so the configurations take turns
+    // instead of running their three drains back to back: each round compares them at one speed.
+    let mut plan: Vec<(String, Drainer, usize, String)> = Vec::new();
     let bare: &[usize] = if p.full { &[1, 4, 16] } else { &[1, 4] };
     for &k in bare {
-        measure(
-            &mut t,
-            &format!("bare client, {k} parallel"),
+        plan.push((
+            format!("bare client, {k} parallel"),
             Drainer::Bare { clients: k },
             p.n,
             "ceiling: receive 10 + delete batch, no database".into(),
-        );
+        ));
     }
     // The last two rows: what one run did before it adapted its requests in flight (left out
     // for a build without the setting, which always did).
@@ -260,9 +232,8 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         } else {
             "always max_parallel_requests in flight".to_string()
         };
-        measure(
-            &mut t,
-            name,
+        plan.push((
+            name.into(),
             Drainer::Loader {
                 runs,
                 parallel,
@@ -270,27 +241,103 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             },
             p.n,
             note,
-        );
+        ));
     }
-    measure(
-        &mut t,
-        "background worker, 1 process, 4 parallel",
+    if let Some(side) = p.ab {
+        plan.retain(|(name, d, _, _)| match d {
+            Drainer::Bare { clients } => *clients == 4,
+            Drainer::Loader { adapt, .. } => *adapt != Some(false),
+            _ => unreachable!("{name}"),
+        });
+        let mut seed = 0x5eed_ab00_u64;
+        for (name, d, n, _) in &plan {
+            seed += 1;
+            let (v, cpu) = drain_once(sqs, *d, *n, seed);
+            println!("    {side}: {name}: {v:.0} msg/s");
+            crate::ab::record(side, name, v, cpu);
+        }
+        return String::new();
+    }
+    plan.push((
+        "background worker, 1 process, 4 parallel".into(),
         Drainer::Worker { parallel: 4 },
         p.n,
         "from start_worker() to the last row: includes starting the process".into(),
-    );
-    measure(
-        &mut t,
-        "Python reference loader (boto3 + psycopg2)",
+    ));
+    plan.push((
+        "Python reference loader (boto3 + psycopg2)".into(),
         Drainer::Python,
         p.n_python,
         format!("{} messages", p.n_python),
-    );
+    ));
+    let mut seed = 0x5eed_0000_u64 + label.len() as u64 * 1000;
+    let mut rates = vec![Vec::new(); plan.len()];
+    let mut cpus: Vec<Vec<Cpu>> = vec![Vec::new(); plan.len()];
+    for round in 1..=runs {
+        println!("  round {round} of {runs}");
+        for (i, (name, d, n, _)) in plan.iter().enumerate() {
+            seed += 1;
+            let (v, cpu) = drain_once(sqs, *d, *n, seed);
+            println!("    {name}: {v:.0} msg/s");
+            rates[i].push(v);
+            cpus[i].extend(cpu);
+        }
+    }
+    let mut t = Table::default();
+    let mut cpu_rows = Table::default();
+    for (i, (name, d, _, note)) in plan.iter().enumerate() {
+        t.add(name, "msg/s", rates[i].clone(), note.clone());
+        let cpu = &cpus[i];
+        if cpu.is_empty() {
+            continue;
+        }
+        let what = match d {
+            Drainer::Bare { .. } => "CPU of the bare client's process (/proc/self/stat)",
+            _ => "CPU of the loading backends and their I/O threads (/proc/PID/stat)",
+        };
+        cpu_rows.add(
+            name,
+            "µs/msg",
+            cpu.iter().map(|c| c.total).collect(),
+            what.into(),
+        );
+        let main: Vec<f64> = cpu.iter().filter_map(|c| c.backend_thread).collect();
+        if !main.is_empty() {
+            cpu_rows.add(
+                &format!("{name}: backends' own threads"),
+                "µs/msg",
+                main,
+                "of which the backends' own threads (/proc/PID/task/PID/stat); the rest is their I/O threads".into(),
+            );
+        }
+    }
+    // A configuration against another, round by round (both measured minutes apart at most).
+    let paired = |a: &str, b: &str| -> (f64, f64, f64) {
+        let idx = |n: &str| {
+            plan.iter()
+                .position(|x| x.0 == n)
+                .unwrap_or_else(|| panic!("no row {n}"))
+        };
+        let r: Vec<f64> = rates[idx(a)]
+            .iter()
+            .zip(&rates[idx(b)])
+            .map(|(x, y)| x / y)
+            .collect();
+        (
+            median(&r),
+            r.iter().copied().fold(f64::INFINITY, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
+        )
+    };
     let mut ratios = String::new();
     let b4 = t.median_of("bare client, 4 parallel");
     let l4 = t.median_of("load_user_logins(), 1 run, 4 parallel");
     let py = t.median_of("Python reference loader (boto3 + psycopg2)");
-    let _ = writeln!(ratios, "\n{label}: load_user_logins() at 4 parallel = {:.0} % of the bare client at 4 (target ≥ 90 %)", 100.0 * l4 / b4);
+    let (m, lo, hi) = paired(
+        "load_user_logins(), 1 run, 4 parallel",
+        "bare client, 4 parallel",
+    );
+    let _ = writeln!(ratios, "\n{label}: load_user_logins() at 4 parallel = {:.0} % of the bare client at 4 (target ≥ 90 %); round by round {:.0} % ({:.0} – {:.0})", 100.0 * l4 / b4, 100.0 * m, 100.0 * lo, 100.0 * hi);
     let w4 = t.median_of("background worker, 1 process, 4 parallel");
     let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
     if p.full {
@@ -320,7 +367,8 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         ]
         .map(|n| (n, t.median_of(n)));
         for (n, v) in l16 {
-            let _ = writeln!(ratios, "{label}: {n} = {:.2}× load_user_logins() at 4 (target ≥ 1×, within the run-to-run spread)", v / l4);
+            let (m, lo, hi) = paired(n, "load_user_logins(), 1 run, 4 parallel");
+            let _ = writeln!(ratios, "{label}: {n} = {:.2}× load_user_logins() at 4 (target ≥ 1×); round by round {m:.2}× ({lo:.2} – {hi:.2})", v / l4);
         }
         if adapting {
             let (f4, f16) = (t.median_of(FIXED_4), t.median_of(FIXED_16));

@@ -12,6 +12,7 @@
 //! Configuration comes from the environment (set by scripts/bench.sh). Prints tables (median of
 //! the runs, with min–max) and writes them, with the raw samples, to bench/results/.
 
+mod ab;
 mod citus;
 mod common;
 mod drain;
@@ -36,6 +37,32 @@ fn main() {
     let fauxqs = Sqs::new(&env("BENCH_FAUXQS"));
     let localstack = Sqs::new(&env("BENCH_LOCALSTACK"));
     setup_db();
+    // BENCH_AB (scripts/bench.sh): one round of one side, or the report of all rounds.
+    match sections.as_slice() {
+        [s] if s == "ab-drain" => {
+            let side = env("BENCH_AB_SIDE");
+            drain(
+                &fauxqs,
+                &DrainPlan {
+                    label: "fauxqs",
+                    n: env_or("BENCH_DRAIN_N", 50_000),
+                    n_python: 0,
+                    runs: 1,
+                    full: true,
+                    ab: Some(&side),
+                },
+            );
+            return;
+        }
+        [s] if s == "ab-report" => {
+            let dir = format!("{}/bench/results", env("BENCH_ROOT"));
+            let report = ab::report(&env("BENCH_AB"));
+            std::fs::write(format!("{dir}/ab.md"), &report).unwrap();
+            println!("\n================ results (also in bench/results/ab.md)\n{report}");
+            return;
+        }
+        _ => {}
+    }
     let started = Instant::now();
     let mut report = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -72,6 +99,7 @@ fn main() {
                 n_python: npy,
                 runs,
                 full: true,
+                ab: None,
             },
         );
     }
@@ -89,6 +117,7 @@ fn main() {
                 n_python: npy,
                 runs,
                 full: !quick,
+                ab: None,
             },
         );
     }
