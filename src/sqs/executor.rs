@@ -1,6 +1,7 @@
 //! Running SQS operations for the SQL functions and the loader: one [`Client`] per endpoint,
 //! requests with retries ([`super::http`]), at most `max_parallel` in flight (a sliding window
-//! over the calling thread and [`super::pool`] threads). Plain Rust: runs on I/O threads and never calls into Postgres.
+//! over the calling thread and [`super::pool`] threads). Plain Rust: runs on I/O threads and
+//! never calls into Postgres.
 
 use super::credentials::{self, Configured, Credentials, Env};
 use super::endpoint::Endpoint;
