@@ -15,6 +15,8 @@
 #                                drain's loader configurations and the bare client at 4, on one cluster
 #                                restarted between sides: the host's drift falls on both alike. Writes
 #                                bench/results/ab.md.
+#   BENCH_NO_REPEATS=1           no IP repeated in the drains' messages (instead of about 10 %): no
+#                                vault store can conflict, for telling conflicts from other costs.
 # The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from
 # ../shared/vendor/ the first time).
 source "$(dirname "$0")/lib.sh"

@@ -57,19 +57,20 @@ pub fn messages(n: usize, seed: u64) -> Messages {
             bodies.push(r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#.to_string());
             continue;
         }
-        let ip = if !ips.is_empty() && r.below(10) == 0 {
-            ips[r.below(ips.len() as u64) as usize].clone()
-        } else {
-            let ip = format!(
-                "{}.{}.{}.{}",
-                1 + r.below(223),
-                r.below(256),
-                r.below(256),
-                r.below(256)
-            );
-            ips.push(ip.clone());
-            ip
-        };
+        let ip =
+            if !ips.is_empty() && std::env::var("BENCH_NO_REPEATS").is_err() && r.below(10) == 0 {
+                ips[r.below(ips.len() as u64) as usize].clone()
+            } else {
+                let ip = format!(
+                    "{}.{}.{}.{}",
+                    1 + r.below(223),
+                    r.below(256),
+                    r.below(256),
+                    r.below(256)
+                );
+                ips.push(ip.clone());
+                ip
+            };
         let locale = if r.below(100) < 29 {
             "null".to_string()
         } else {
