@@ -7,6 +7,7 @@ use super::endpoint::{self, AddressPolicy, Endpoint};
 use super::lock;
 use super::{sign, wire, Protocol, Request, Response, SqsError, TransportKind};
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -299,17 +300,23 @@ fn call_once(
             message,
         }
     };
-    let mut resp = builder.send(&http_req.body[..]).map_err(transport)?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .body_mut()
-        .with_config()
+    let (parts, mut body) = builder
+        .send(&http_req.body[..])
+        .map_err(transport)?
+        .into_parts();
+    // Sized from Content-Length when there is one, up to 1 MiB (a receive's reply is tens of
+    // kilobytes: growing from empty copied it several times).
+    let mut bytes =
+        Vec::with_capacity(body.content_length().map_or(0, |n| n.min(1 << 20) as usize));
+    body.with_config()
         .limit(MAX_RESPONSE_BYTES)
-        .read_to_vec()
-        .map_err(transport)?;
+        .reader()
+        .read_to_end(&mut bytes)
+        .map_err(|e| transport(e.into()))?;
+    let status = parts.status.as_u16();
     let header = |name: &str| {
-        headers
+        parts
+            .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
@@ -319,7 +326,7 @@ fn call_once(
         req,
         status,
         &header,
-        &body,
+        &bytes,
         &endpoint.base,
         opts.reveal_foreign_bodies,
     )

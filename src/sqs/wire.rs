@@ -25,6 +25,68 @@ pub fn encode(protocol: Protocol, req: &Request) -> HttpRequest {
     }
 }
 
+/// The bodies of the requests made per batch, serialized from borrowed fields: no JSON tree
+/// and no copy of the receipt handles or message bodies (`json!` built and sorted both).
+mod body {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Receive<'a> {
+        pub queue_url: &'a str,
+        pub max_number_of_messages: u32,
+        pub wait_time_seconds: i32,
+        pub attribute_names: [&'static str; 1],
+        pub message_system_attribute_names: [&'static str; 1],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub receive_request_attempt_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub visibility_timeout: Option<i32>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Batch<'a, E> {
+        pub queue_url: &'a str,
+        pub entries: Vec<E>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Handle<'a> {
+        pub id: &'a str,
+        pub receipt_handle: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub visibility_timeout: Option<i32>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Send<'a> {
+        pub id: &'a str,
+        pub message_body: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub message_group_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub message_deduplication_id: Option<String>,
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("JSON encoding cannot fail")
+}
+
+fn handles<'a>(entries: &'a [(String, String)], vt: Option<i32>) -> Vec<body::Handle<'a>> {
+    entries
+        .iter()
+        .map(|(id, rh)| body::Handle {
+            id,
+            receipt_handle: rh,
+            visibility_timeout: vt,
+        })
+        .collect()
+}
+
 fn encode_json(req: &Request) -> HttpRequest {
     let body = match req {
         Request::Receive {
@@ -33,60 +95,56 @@ fn encode_json(req: &Request) -> HttpRequest {
             visibility_timeout,
             wait_seconds,
             attempt_id,
-        } => {
-            let mut v = json!({
-                "QueueUrl": queue_url,
-                "MaxNumberOfMessages": max_messages,
-                "WaitTimeSeconds": wait_seconds,
-                "AttributeNames": ["All"],
-                "MessageSystemAttributeNames": ["All"],
-            });
-            if let Some(a) = attempt_id {
-                v["ReceiveRequestAttemptId"] = json!(a);
-            }
-            if let Some(vt) = visibility_timeout {
-                v["VisibilityTimeout"] = json!(vt);
-            }
-            v
-        }
-        Request::DeleteBatch { queue_url, entries } => json!({
-            "QueueUrl": queue_url,
-            "Entries": entries.iter().map(|(id, rh)| json!({"Id": id, "ReceiptHandle": rh})).collect::<Vec<_>>(),
+        } => to_json(&body::Receive {
+            queue_url,
+            max_number_of_messages: *max_messages,
+            wait_time_seconds: *wait_seconds,
+            attribute_names: ["All"],
+            message_system_attribute_names: ["All"],
+            receive_request_attempt_id: attempt_id.as_deref(),
+            visibility_timeout: *visibility_timeout,
+        }),
+        Request::DeleteBatch { queue_url, entries } => to_json(&body::Batch {
+            queue_url,
+            entries: handles(entries, None),
         }),
         Request::SendBatch {
             queue_url,
             entries,
             fifo,
-        } => json!({
-            "QueueUrl": queue_url,
-            "Entries": entries.iter().map(|(id, b)| {
-                let mut e = json!({"Id": id, "MessageBody": b});
-                if let Some((group, dedup)) = fifo {
-                    e["MessageGroupId"] = json!(group);
-                    e["MessageDeduplicationId"] = json!(format!("{dedup}-{id}"));
-                }
-                e
-            }).collect::<Vec<_>>(),
+        } => to_json(&body::Batch {
+            queue_url,
+            entries: entries
+                .iter()
+                .map(|(id, b)| body::Send {
+                    id,
+                    message_body: b,
+                    message_group_id: fifo.as_ref().map(|(group, _)| group.as_str()),
+                    message_deduplication_id: fifo
+                        .as_ref()
+                        .map(|(_, dedup)| format!("{dedup}-{id}")),
+                })
+                .collect(),
+        }),
+        Request::ChangeVisibilityBatch {
+            queue_url,
+            entries,
+            visibility_timeout,
+        } => to_json(&body::Batch {
+            queue_url,
+            entries: handles(entries, Some(*visibility_timeout)),
         }),
         Request::CreateQueue { name, attributes } => {
             let mut v = json!({ "QueueName": name });
             if !attributes.is_empty() {
                 v["Attributes"] = json!(attributes);
             }
-            v
+            to_json(&v)
         }
-        Request::GetAttributes { queue_url } => json!({
+        Request::GetAttributes { queue_url } => to_json(&json!({
             "QueueUrl": queue_url,
             "AttributeNames": ["All"],
-        }),
-        Request::ChangeVisibilityBatch {
-            queue_url,
-            entries,
-            visibility_timeout,
-        } => json!({
-            "QueueUrl": queue_url,
-            "Entries": entries.iter().map(|(id, rh)| json!({"Id": id, "ReceiptHandle": rh, "VisibilityTimeout": visibility_timeout})).collect::<Vec<_>>(),
-        }),
+        })),
     };
     HttpRequest {
         path: "/",
@@ -94,7 +152,7 @@ fn encode_json(req: &Request) -> HttpRequest {
             ("content-type", "application/x-amz-json-1.0".to_string()),
             ("x-amz-target", format!("AmazonSQS.{}", req.action().name())),
         ],
-        body: serde_json::to_vec(&body).expect("JSON encoding cannot fail"),
+        body,
     }
 }
 

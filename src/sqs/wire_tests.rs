@@ -539,3 +539,50 @@ proptest::proptest! {
         proptest::prop_assert_eq!(super::hex_is(&other, &digest), other.eq_ignore_ascii_case(&hex));
     }
 }
+
+/// The per-batch bodies are serialized from borrowed fields (no JSON tree): the whole document,
+/// not just the fields other tests look at, is what SQS expects; awkward characters stay escaped.
+#[test]
+fn json_bodies_are_exactly_the_documented_shape() {
+    let awkward = "rh \"quoted\" \\ back\nslash é \u{1}";
+    let body = |req: &Request| -> Value {
+        serde_json::from_slice(&encode(Protocol::Json, req).body).unwrap()
+    };
+    assert_eq!(
+        body(&receive()),
+        json!({"QueueUrl": "http://localhost:4566/000000000000/q", "MaxNumberOfMessages": 10,
+               "WaitTimeSeconds": 0, "AttributeNames": ["All"],
+               "MessageSystemAttributeNames": ["All"], "VisibilityTimeout": 30})
+    );
+    let entries = vec![
+        ("0".to_string(), awkward.to_string()),
+        ("1".into(), "b".into()),
+    ];
+    assert_eq!(
+        body(&Request::DeleteBatch {
+            queue_url: "u".into(),
+            entries: entries.clone()
+        }),
+        json!({"QueueUrl": "u", "Entries": [{"Id": "0", "ReceiptHandle": awkward},
+                                            {"Id": "1", "ReceiptHandle": "b"}]})
+    );
+    assert_eq!(
+        body(&Request::ChangeVisibilityBatch {
+            queue_url: "u".into(),
+            entries: entries.clone(),
+            visibility_timeout: 7
+        }),
+        json!({"QueueUrl": "u", "Entries": [
+            {"Id": "0", "ReceiptHandle": awkward, "VisibilityTimeout": 7},
+            {"Id": "1", "ReceiptHandle": "b", "VisibilityTimeout": 7}]})
+    );
+    assert_eq!(
+        body(&Request::SendBatch {
+            queue_url: "u".into(),
+            entries,
+            fifo: None
+        }),
+        json!({"QueueUrl": "u", "Entries": [{"Id": "0", "MessageBody": awkward},
+                                            {"Id": "1", "MessageBody": "b"}]})
+    );
+}
