@@ -4,7 +4,7 @@
 //! falls on both sides alike. Each round of a side appends its samples to `SAMPLES`; the report
 //! pairs the k-th round of A with the k-th of B.
 
-use crate::common::{env, env_or, median};
+use crate::common::{env, env_or, max, median, min};
 use crate::drain::Cpu;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -47,8 +47,7 @@ fn spread(v: &[f64], digits: usize) -> String {
     if v.is_empty() {
         return String::new();
     }
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = (min(v), max(v));
     format!("{:.digits$} ({lo:.digits$} – {hi:.digits$})", median(v))
 }
 

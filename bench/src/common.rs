@@ -52,25 +52,25 @@ pub fn messages(n: usize, seed: u64) -> Messages {
     let mut ips: Vec<String> = Vec::new();
     let mut bodies = Vec::with_capacity(n);
     let mut valid = 0;
+    let repeats = std::env::var("BENCH_NO_REPEATS").is_err();
     for i in 0..n {
         if r.below(100) == 0 {
             bodies.push(r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#.to_string());
             continue;
         }
-        let ip =
-            if !ips.is_empty() && std::env::var("BENCH_NO_REPEATS").is_err() && r.below(10) == 0 {
-                ips[r.below(ips.len() as u64) as usize].clone()
-            } else {
-                let ip = format!(
-                    "{}.{}.{}.{}",
-                    1 + r.below(223),
-                    r.below(256),
-                    r.below(256),
-                    r.below(256)
-                );
-                ips.push(ip.clone());
-                ip
-            };
+        let ip = if repeats && !ips.is_empty() && r.below(10) == 0 {
+            ips[r.below(ips.len() as u64) as usize].clone()
+        } else {
+            let ip = format!(
+                "{}.{}.{}.{}",
+                1 + r.below(223),
+                r.below(256),
+                r.below(256),
+                r.below(256)
+            );
+            ips.push(ip.clone());
+            ip
+        };
         let locale = if r.below(100) < 29 {
             "null".to_string()
         } else {
@@ -183,11 +183,11 @@ pub fn fmt_rate(x: f64) -> String {
     }
 }
 
-fn min(v: &[f64]) -> f64 {
+pub fn min(v: &[f64]) -> f64 {
     v.iter().cloned().fold(f64::MAX, f64::min)
 }
 
-fn max(v: &[f64]) -> f64 {
+pub fn max(v: &[f64]) -> f64 {
     v.iter().cloned().fold(f64::MIN, f64::max)
 }
 

@@ -2,7 +2,9 @@
 //!    ceiling, no database) at 1/4/16 parallel requests, load_user_logins() (one run, two and four
 //!    concurrent runs), a background worker, and a Python reference loader.
 
-use crate::common::{connect, count, env, has_setting, median, messages, reset_tables, Table};
+use crate::common::{
+    connect, count, env, has_setting, max, median, messages, min, reset_tables, Table,
+};
 use crate::sqs::{Depth, Sqs};
 use std::fmt::Write as _;
 use std::sync::{Arc, Barrier};
@@ -190,7 +192,7 @@ pub struct DrainPlan<'a> {
 pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let (label, runs) = (p.label, p.runs);
     println!(
-        "\n== drain on {label}: {} messages per run ({} for the Python loader), {runs} runs each",
+        "\n== drain on {label}: {} messages per run ({} for the Python loader), {runs} rounds",
         p.n, p.n_python
     );
     // What to measure, in order: every configuration once per round, `runs` rounds. The host's
@@ -323,11 +325,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             .zip(&rates[idx(b)])
             .map(|(x, y)| x / y)
             .collect();
-        (
-            median(&r),
-            r.iter().copied().fold(f64::INFINITY, f64::min),
-            r.iter().copied().fold(0.0, f64::max),
-        )
+        (median(&r), min(&r), max(&r))
     };
     let mut ratios = String::new();
     let b4 = t.median_of("bare client, 4 parallel");
