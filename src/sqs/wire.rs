@@ -426,12 +426,104 @@ fn req_field(v: &Value, k: &str, what: &str) -> Result<String, String> {
 }
 
 fn decode_json(action: Action, text: &str) -> Result<Response, String> {
-    if action == Action::ReceiveMessage {
-        if let Some(msgs) = receive_json::decode(text) {
-            return Ok(Response::Received(msgs));
+    match action {
+        Action::ReceiveMessage => {
+            if let Some(msgs) = receive_json::decode(text) {
+                return Ok(Response::Received(msgs));
+            }
         }
+        Action::DeleteMessageBatch
+        | Action::SendMessageBatch
+        | Action::ChangeMessageVisibilityBatch => {
+            if let Some(reply) = batch_json::decode(text) {
+                return Ok(reply);
+            }
+        }
+        Action::CreateQueue | Action::GetQueueAttributes => {}
     }
     decode_json_value(action, text)
+}
+
+/// The batch actions' JSON (DeleteMessageBatch after every batch, SendMessageBatch,
+/// ChangeMessageVisibilityBatch) decoded straight into entries, without a `Value` tree (a map
+/// per entry, freed right after). Like [`receive_json`], it takes only the replies that decode
+/// without an error, and answers `None` for anything else: the general decoder decides.
+mod batch_json {
+    use super::{shorten, BatchFailure, Response};
+    use serde::de::{value::MapAccessDeserializer, Deserialize, Deserializer, MapAccess, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    pub fn decode(text: &str) -> Option<Response> {
+        let reply = serde_json::from_str::<Object<Reply>>(text).ok()?.0;
+        Some(Response::Batch {
+            successful: reply
+                .successful
+                .into_iter()
+                .flatten()
+                .map(|e| (e.0.id, e.0.message_id))
+                .collect(),
+            failed: reply
+                .failed
+                .into_iter()
+                .flatten()
+                .map(|f| BatchFailure {
+                    id: f.0.id,
+                    code: f.0.code.unwrap_or_default(),
+                    message: shorten(&f.0.message.unwrap_or_default(), 300),
+                    sender_fault: f.0.sender_fault.unwrap_or(false),
+                })
+                .collect(),
+        })
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        #[serde(rename = "Successful", default)]
+        successful: Option<Vec<Object<Done>>>,
+        #[serde(rename = "Failed", default)]
+        failed: Option<Vec<Object<Failed>>>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Done {
+        #[serde(rename = "Id")]
+        id: String,
+        #[serde(rename = "MessageId", default)]
+        message_id: Option<String>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Failed {
+        #[serde(rename = "Id")]
+        id: String,
+        #[serde(rename = "Code", default)]
+        code: Option<String>,
+        #[serde(rename = "Message", default)]
+        message: Option<String>,
+        #[serde(rename = "SenderFault", default)]
+        sender_fault: Option<bool>,
+    }
+
+    /// A `T` read from a JSON object only: a derived struct also reads an array, by position,
+    /// where the general decoder finds no fields.
+    struct Object<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = Object<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                    T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
 }
 
 /// The general JSON decoder, through a `Value`: every action, and every ReceiveMessage

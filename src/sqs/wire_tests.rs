@@ -586,3 +586,115 @@ fn json_bodies_are_exactly_the_documented_shape() {
                                             {"Id": "1", "MessageBody": "b"}]})
     );
 }
+
+/// A key of a batch reply's entry: the ones the decoders look for, spelled plainly or with an
+/// escape, and another.
+fn any_entry_key() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("\"Id\"".to_string()),
+        Just("\"MessageId\"".to_string()),
+        Just("\"Code\"".to_string()),
+        Just("\"Message\"".to_string()),
+        Just("\"SenderFault\"".to_string()),
+        Just("\"I\\u0064\"".to_string()),
+        Just("\"Other\"".to_string()),
+    ]
+}
+
+/// An entry of a batch reply: usually with a string Id and the fields SQS sends, often not.
+fn any_entry() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let value = prop_oneof![
+        3 => any_json(),
+        1 => Just("false".to_string()),
+    ];
+    (
+        proptest::bool::weighted(0.8),
+        proptest::collection::vec((any_entry_key(), value), 0..4),
+        any_json(),
+        0u8..8,
+    )
+        .prop_map(|(plain, mut extra, other, shape)| {
+            let mut fields = vec![];
+            if plain {
+                fields.push(("\"Id\"".to_string(), "\"e-1\"".to_string()));
+            }
+            fields.append(&mut extra);
+            if shape == 7 {
+                return other;
+            }
+            if shape == 6 {
+                fields.reverse();
+            }
+            object(fields)
+        })
+}
+
+proptest::proptest! {
+    /// The DOM-free decoder of batch replies takes a reply only to give what the general
+    /// decoder gives (and the plain replies SQS sends: the test below).
+    #[test]
+    fn batch_decoders_agree(
+        done in proptest::collection::vec(any_entry(), 0..4),
+        failed in proptest::collection::vec(any_entry(), 0..3),
+        shape in 0u8..8,
+        other in any_json(),
+        action in 0u8..3,
+    ) {
+        let action = [Action::DeleteMessageBatch, Action::SendMessageBatch, Action::ChangeMessageVisibilityBatch][action as usize];
+        let (d, f) = (format!("[{}]", done.join(",")), format!("[{}]", failed.join(",")));
+        let text = match shape {
+            0 => format!("{{\"Successful\":{d},\"Failed\":{f}}}"),
+            1 => format!("{{\"Failed\":{f},\"Other\":{other},\"Successful\":{d}}}"),
+            2 => format!("{{\"Successful\":{other},\"Failed\":{f}}}"),
+            3 => format!("{{\"Successful\":{d},\"Successful\":{other}}}"),
+            4 => format!(" {{\"F\\u0061iled\":{f}}} "),
+            5 => format!("[{d},{f}]"),
+            6 => "{}".to_string(),
+            _ => format!("{{\"Successful\":{d},\"Failed\":null}}"),
+        };
+        let general = super::decode_json_value(action, &text);
+        if let Some(fast) = super::batch_json::decode(&text) {
+            proptest::prop_assert_eq!(Ok(fast), general, "{}", text);
+        } else if shape == 0 && done.iter().chain(&failed).all(|e| e == "{\"Id\":\"e-1\"}") {
+            // The plain reply (ids only) is taken.
+            proptest::prop_assert!(false, "not taken: {}", text);
+        }
+    }
+}
+
+#[test]
+fn batch_decoders_agree_on_the_plain_replies() {
+    let body = r#"{"Successful":[{"Id":"0","MessageId":"m0","MD5OfMessageBody":"x"},{"Id":"1"}],"Failed":[{"Id":"2","Code":"ReceiptHandleIsInvalid","Message":"bad\nhandle","SenderFault":true},{"Id":"3"}]}"#;
+    let fast = super::batch_json::decode(body).expect("the plain shape is taken");
+    let Response::Batch { successful, failed } = &fast else {
+        panic!("{fast:?}")
+    };
+    assert_eq!(
+        successful,
+        &vec![
+            ("0".to_string(), Some("m0".to_string())),
+            ("1".into(), None)
+        ]
+    );
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0].sender_fault && !failed[1].sender_fault);
+    assert_eq!(failed[1].code, "");
+    for action in [
+        Action::DeleteMessageBatch,
+        Action::SendMessageBatch,
+        Action::ChangeMessageVisibilityBatch,
+    ] {
+        assert_eq!(Ok(fast.clone()), super::decode_json_value(action, body));
+    }
+    // Not taken: an entry without an Id, an entry or a reply that is an array, a repeated key.
+    for bad in [
+        r#"{"Successful":[{"MessageId":"m"}]}"#,
+        r#"{"Successful":[["0","m0"]]}"#,
+        r#"[[{"Id":"0"}],[]]"#,
+        r#"{"Successful":[],"Successful":[{"Id":"0"}]}"#,
+    ] {
+        assert!(super::batch_json::decode(bad).is_none(), "{bad}");
+    }
+}
