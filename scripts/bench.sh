@@ -3,7 +3,7 @@
 # idle cost of background workers. Unattended; prints the tables and writes them to
 # bench/results/ (results.md, memory.csv, memory.png).
 #   BENCH_QUICK=1 make bench     a small smoke run
-#   make bench ARGS="mask"       only some sections (drain, drain-fauxqs, mask, memory, latency, citus)
+#   make bench ARGS="mask"       only some sections (drain, drain-fauxqs, client, mask, memory, latency, citus)
 #   BENCH_REV=<commit> make bench ARGS=drain-fauxqs
 #                                that commit's extension (built in target/rev-<commit>) measured
 #                                by this tree's harness: a before/after on one host, back to back

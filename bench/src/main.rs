@@ -7,13 +7,15 @@
 //! 4. [`latency`]: end-to-end latency at a steady load, worker against pg_cron-style runs, and
 //!    the cost of an idle worker;
 //! 5. [`profile`] (only when asked): `perf` on the loading backend during one drain;
-//! 6. [`citus`]: loads and the insert path on the single node and on a local Citus cluster.
+//! 6. [`citus`]: loads and the insert path on the single node and on a local Citus cluster;
+//! 7. [`client`]: the SQS client's CPU per request without network (signing, decoding).
 //!
 //! Configuration comes from the environment (set by scripts/bench.sh). Prints tables (median of
 //! the runs, with min–max) and writes them, with the raw samples, to bench/results/.
 
 mod ab;
 mod citus;
+mod client;
 mod common;
 mod drain;
 mod latency;
@@ -121,6 +123,9 @@ fn main() {
             },
         );
     }
+    if want("client") {
+        report += &client::client(runs, quick);
+    }
     if want("mask") {
         let (rows, small) = if quick {
             (20_000, 2_000)
@@ -182,6 +187,7 @@ fn main() {
     let file = match sections.as_slice() {
         [s] if s == "profile" => "profile.md",
         [s] if s == "citus" => "citus.md",
+        [s] if s == "client" => "client.md",
         _ => "results.md",
     };
     std::fs::write(format!("{dir}/{file}"), &report).unwrap();

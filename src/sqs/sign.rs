@@ -39,8 +39,9 @@ pub fn signed_headers_for(
     }
 }
 
-/// Signed by `aws_sigv4::http_request::sign`: any request.
-fn with_crate(
+/// Signed by `aws_sigv4::http_request::sign`: any request (what [`signed_headers_for`] does
+/// for the requests its direct signer does not take; public for `make bench ARGS=client`).
+pub fn with_crate(
     service: &str,
     req: &HttpRequest,
     url: &str,

@@ -526,9 +526,10 @@ mod batch_json {
     }
 }
 
-/// The general JSON decoder, through a `Value`: every action, and every ReceiveMessage
-/// response [`receive_json`] does not take (it decides, with its error messages).
-fn decode_json_value(action: Action, text: &str) -> Result<Response, String> {
+/// The general JSON decoder, through a `Value`: every action, and every reply
+/// [`receive_json`] and [`batch_json`] do not take (it decides, with its error messages).
+/// Public for `make bench ARGS=client`.
+pub fn decode_json_value(action: Action, text: &str) -> Result<Response, String> {
     let v: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
