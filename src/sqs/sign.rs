@@ -254,6 +254,10 @@ mod fast {
     /// The Host header's value for a URL of the plain shape (`scheme://authority/`, the port
     /// left out when it is the scheme's default), or `None`.
     pub(super) fn host_of(url: &str) -> Option<&str> {
+        // The longest URI the crate (http::Uri) parses.
+        if url.len() >= usize::from(u16::MAX) {
+            return None;
+        }
         let (rest, default_port) = if let Some(r) = url.strip_prefix("http://") {
             (r, "80")
         } else if let Some(r) = url.strip_prefix("https://") {
@@ -525,5 +529,7 @@ mod tests {
         );
         assert_eq!(fast::host_of("http://h:0443/"), None);
         assert_eq!(fast::host_of("http://user@h/"), None);
+        let long = format!("http://{}/", "a".repeat(65_530));
+        assert_eq!(fast::host_of(&long), None, "longer than http::Uri takes");
     }
 }

@@ -447,7 +447,11 @@ fn decode_json(action: Action, text: &str) -> Result<Response, String> {
 /// The batch actions' JSON (DeleteMessageBatch after every batch, SendMessageBatch,
 /// ChangeMessageVisibilityBatch) decoded straight into entries, without a `Value` tree (a map
 /// per entry, freed right after). Like [`receive_json`], it takes only the replies that decode
-/// without an error, and answers `None` for anything else: the general decoder decides.
+/// without an error, and answers `None` for anything else: the general decoder decides. Both
+/// agree on what they both take (a proptest checks), with one difference shared with
+/// [`receive_json`]: a field neither reads is only checked for JSON syntax here, so a value
+/// the `Value` tree refuses there (a number beyond `f64`, nesting beyond 128 levels, a lone
+/// UTF-16 surrogate escape) does not make the reply an error.
 mod batch_json {
     use super::{shorten, BatchFailure, Response};
     use serde::de::{value::MapAccessDeserializer, Deserialize, Deserializer, MapAccess, Visitor};
