@@ -9,6 +9,7 @@
 ::pgrx::pg_module_magic!(name, version);
 
 mod api;
+pub mod hex;
 pub mod known;
 pub mod login;
 pub mod mask;

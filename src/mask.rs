@@ -5,6 +5,7 @@
 //!   key (the token is the associated data), and the data key is wrapped with RSA-OAEP-SHA256
 //!   under the installed public key. Only the RSA private key holder can unwrap it.
 
+use crate::hex::hex;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -117,10 +118,6 @@ impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A data key ready to seal values. Nonces are the NIST SP 800-38D deterministic construction:

@@ -86,6 +86,7 @@ pub fn with_crate(
 /// and goes to the crate.
 mod fast {
     use super::{Credentials, HttpRequest};
+    use crate::hex::push_hex;
     use sha2::{Digest, Sha256};
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
@@ -299,14 +300,6 @@ mod fast {
             && b[b.len() - 1] != b' '
             && b.iter().all(|&c| (b' '..=b'~').contains(&c))
             && !v.contains("  ")
-    }
-
-    fn push_hex(out: &mut String, bytes: &[u8]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for &b in bytes {
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
     }
 
     /// `YYYYMMDD` and `YYYYMMDDTHHMMSSZ` (UTC) of `time`, whole seconds.

@@ -271,13 +271,7 @@ fn query_entries(
 }
 
 pub fn md5_hex(data: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in Md5::digest(data) {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    s
+    crate::hex::hex(&Md5::digest(data))
 }
 
 /// Whether `hex` (hexadecimal digits, either case) spells `digest`: no string made per check.

@@ -5,6 +5,9 @@
 //! Output: CSV `token,value,outcome` on stdout, one row per token asked for (in the order asked,
 //! duplicates once), outcome one of ok, erased, unknown_token, wrong_key, corrupt.
 
+#[path = "../../../src/hex.rs"]
+#[allow(dead_code)] // mask.rs's hex encoder
+mod hex;
 #[path = "../../../src/mask.rs"]
 #[allow(dead_code)] // the extension uses more of it than this tool does
 mod mask;
