@@ -8,7 +8,7 @@
 use crate::common::Table;
 use sqs_loader::sqs::credentials::Credentials;
 use sqs_loader::sqs::{sign, wire, Action, Protocol, Request};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// This thread's CPU time, in seconds.
 fn thread_cpu() -> f64 {
@@ -74,7 +74,6 @@ pub fn client(runs: usize, quick: bool) -> String {
     let header = |_: &str| None;
     // Seconds that change with the call, as they do between requests: the day stays the same.
     let time = |i: usize| UNIX_EPOCH + Duration::from_secs(1_764_547_200 + (i % 80_000) as u64);
-    let _ = SystemTime::now();
 
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("sign a receive: aws-sigv4 sign()", vec![]),
