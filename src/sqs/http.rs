@@ -5,14 +5,16 @@ use super::advice;
 use super::credentials::Credentials;
 use super::endpoint::{self, AddressPolicy, Endpoint};
 use super::lock;
-use super::{sign, wire, Protocol, Request, Response, SqsError, TransportKind};
+use super::{sign, tcp, wire, Protocol, Request, Response, SqsError, TransportKind};
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::NextTimeout;
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector, NextTimeout, RustlsConnector, Transport,
+};
 
 /// Largest response body accepted (ten 1 MiB messages, escaped, with room to spare).
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -124,17 +126,19 @@ fn build(policy: AddressPolicy) -> ureq::Agent {
         .user_agent(concat!("sqs_loader/", env!("CARGO_PKG_VERSION")))
         .build();
     match policy {
-        AddressPolicy::Any => ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::default(),
-            Cached::default(),
-        ),
-        AddressPolicy::PublicOnly => ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::default(),
-            PublicOnly::default(),
-        ),
+        AddressPolicy::Any => ureq::Agent::with_parts(config, connector(), Cached::default()),
+        AddressPolicy::PublicOnly => {
+            ureq::Agent::with_parts(config, connector(), PublicOnly::default())
+        }
     }
+}
+
+/// ureq's default chain (a CONNECT proxy if one is configured, TCP, then rustls for https) with
+/// this crate's TCP ([`tcp`]: fewer system calls per request) in place of ureq's.
+fn connector() -> impl Connector<(), Out = impl Transport> {
+    ().chain(ConnectProxyConnector::default())
+        .chain(tcp::TcpConnector)
+        .chain(RustlsConnector::default())
 }
 
 /// The agent (connection pool, one per policy and process) for requests to `endpoint`.

@@ -14,6 +14,7 @@ pub mod http;
 pub mod pace;
 pub mod pool;
 pub mod sign;
+pub mod tcp;
 pub mod wire;
 mod xml;
 

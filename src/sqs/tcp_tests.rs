@@ -1,0 +1,215 @@
+use super::*;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use ureq::unversioned::transport::time::Duration as UreqDuration;
+use ureq::Timeout;
+
+/// A connected pair: our transport on one end, the server's socket on the other.
+fn pair() -> (TcpTransport, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    (
+        TcpTransport::new(Arc::new(client), LazyBuffers::new(4096, 4096)),
+        server,
+    )
+}
+
+fn within(d: Duration) -> NextTimeout {
+    NextTimeout {
+        after: UreqDuration::Exact(d),
+        reason: Timeout::Global,
+        per_read: None,
+        per_write: None,
+    }
+}
+
+fn hand_over(t: &mut TcpTransport, bytes: &[u8]) {
+    t.buffers().output()[..bytes.len()].copy_from_slice(bytes);
+    t.transmit_output(bytes.len(), within(Duration::from_secs(5)))
+        .unwrap();
+}
+
+#[test]
+fn head_and_body_are_sent_together_when_the_answer_is_awaited() {
+    let (mut t, mut server) = pair();
+    hand_over(&mut t, b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\n");
+    hand_over(&mut t, b"body");
+
+    // Nothing has left yet.
+    server.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let early = (&server).read(&mut buf).unwrap_err();
+    assert_eq!(early.kind(), io::ErrorKind::WouldBlock);
+    server.set_nonblocking(false).unwrap();
+
+    server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+    assert!(t.await_input(within(Duration::from_secs(5))).unwrap());
+    assert_eq!(t.buffers().input(), b"HTTP/1.1 200 OK\r\n");
+
+    let n = server.read(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\nbody".as_slice()
+    );
+}
+
+#[test]
+fn a_large_request_is_written_before_the_answer_is_awaited() {
+    let (mut t, mut server) = pair();
+    let chunk = vec![b'x'; 4096];
+    for _ in 0..(FLUSH_AT / chunk.len()) {
+        hand_over(&mut t, &chunk);
+    }
+    let mut got = vec![0u8; FLUSH_AT];
+    server.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == b'x'));
+    assert!(t.is_open());
+}
+
+#[test]
+fn an_idle_connection_is_open_until_the_server_talks_or_closes() {
+    let (mut t, server) = pair();
+    assert!(t.is_open());
+    assert!(t.is_open(), "the probe leaves the socket as it was");
+    (&server).write_all(b"x").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!t.is_open(), "bytes nobody asked for");
+
+    let (mut t, server) = pair();
+    drop(server);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!t.is_open(), "closed by the server");
+
+    let (mut t, _server) = pair();
+    t.pending.extend_from_slice(b"unsent");
+    assert!(!t.is_open(), "a request half handed over");
+}
+
+#[test]
+fn a_read_that_gets_no_answer_is_a_timeout_with_ureqs_reason() {
+    let (mut t, _server) = pair();
+    let mut timeout = within(Duration::from_millis(150));
+    timeout.reason = Timeout::RecvResponse;
+    match t.await_input(timeout) {
+        Err(ureq::Error::Timeout(Timeout::RecvResponse)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    match t.await_input(within(Duration::ZERO)) {
+        Err(ureq::Error::Timeout(Timeout::Global)) => {}
+        other => panic!("a spent timeout fails before any I/O, got {other:?}"),
+    }
+}
+
+#[test]
+fn timeouts_are_rounded_up_and_set_only_when_they_change() {
+    assert_eq!(rounded(Duration::from_micros(1)), GRAIN);
+    assert_eq!(rounded(GRAIN), GRAIN);
+    assert_eq!(
+        rounded(Duration::from_secs(10) - Duration::from_micros(3)),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        rounded(Duration::from_millis(10_001)),
+        Duration::from_millis(10_100)
+    );
+    let long = Duration::from_secs(3 * 86_400 + 1);
+    assert_eq!(rounded(long), long);
+
+    let mut current = None;
+    let mut set = Vec::new();
+    // The remaining time of successive reads of one request, then of the next request.
+    for left in [
+        10_000_000u64,
+        9_999_990,
+        9_950_000,
+        9_900_001,
+        9_899_999,
+        10_000_000,
+    ] {
+        set_timeout(&mut current, within(Duration::from_micros(left)), |t| {
+            set.push(t);
+            Ok(())
+        })
+        .unwrap();
+    }
+    let s = Duration::from_millis;
+    assert_eq!(
+        set,
+        vec![Some(s(10_000)), Some(s(9_900)), Some(s(10_000))],
+        "one setsockopt per change of the rounded value"
+    );
+    let never = NextTimeout::default();
+    set_timeout(&mut current, never, |t| {
+        set.push(t);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        set.last(),
+        Some(&None),
+        "no timeout: the socket's is cleared"
+    );
+}
+
+/// Serves `replies` keep-alive answers per connection and counts the connections.
+fn serve(connections: Arc<AtomicUsize>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            connections.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{}",
+                        body.len(),
+                        String::from_utf8_lossy(&body)
+                    );
+                    conn.write_all(answer.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn an_agent_reuses_its_connection_and_gets_each_answer_whole() {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let url = serve(Arc::clone(&connections));
+    let agent = ureq::Agent::with_parts(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build(),
+        ().chain(TcpConnector),
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    );
+    for i in 0..20 {
+        let sent = format!("request {i} {}", "y".repeat(i * 1000));
+        let mut reply = agent.post(&url).send(sent.as_str()).unwrap();
+        assert_eq!(reply.body_mut().read_to_string().unwrap(), sent);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
