@@ -3,11 +3,17 @@
 //! against the direct signer the client uses) and decoding a DeleteMessageBatch reply (through
 //! a `serde_json::Value` against the direct decoder). Both ways run in this process, taking
 //! turns in rounds, timed by this thread's CPU clock, on requests of the loader's shape: a
-//! receive, and a delete of 10 receipt handles as long as fauxqs's.
+//! receive, and a delete of 10 receipt handles as long as fauxqs's. And a request over loopback
+//! to a small HTTP server in this process (a receive's body out, a reply of ten messages' size
+//! back, one kept-alive connection), through ureq's own TCP transport and through the client's
+//! (`src/sqs/tcp.rs`): the calling thread's CPU, and the whole process's (the server included:
+//! a request sent in two writes wakes it twice).
 
 use crate::common::Table;
 use sqs_loader::sqs::credentials::Credentials;
 use sqs_loader::sqs::{sign, wire, Action, Protocol, Request};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// This thread's CPU time, in seconds.
@@ -19,6 +25,60 @@ fn thread_cpu() -> f64 {
     // SAFETY: a valid clock id and a pointer to a timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// This process's CPU time (user and system, all threads), in seconds.
+fn process_cpu() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Answers every POST on every connection with `reply` (keep-alive); returns its URL.
+fn serve(reply: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n",
+                    reply.len()
+                );
+                let mut answer = head.into_bytes();
+                answer.extend_from_slice(reply);
+                let mut reader = BufReader::new(conn);
+                let mut line = String::new();
+                let mut body = Vec::new();
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    body.resize(length, 0);
+                    if reader.read_exact(&mut body).is_err()
+                        || reader.get_mut().write_all(&answer).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
 }
 
 /// µs of CPU per call of `f`, over `n` calls.
@@ -125,6 +185,71 @@ pub fn client(runs: usize, quick: bool) -> String {
             row.1.push(v);
         }
     }
+
+    // Over loopback: ureq's TCP (its DefaultConnector) against the client's.
+    let reply: &'static [u8] = Box::leak(
+        format!(
+            "{{\"Messages\":[{}]}}",
+            (0..10)
+                .map(|i| format!(
+                    "{{\"MessageId\":\"{i:08}-0000-4000-8000-000000000000\",\"ReceiptHandle\":\"{}\",\"MD5OfBody\":\"0\",\"Body\":\"{}\"}}",
+                    "AQEB5xq+9Zr/Kw".repeat(13),
+                    "x".repeat(220)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let server = serve(reply);
+    let config = || {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+    };
+    let agents = [
+        ureq::Agent::new_with_config(config()),
+        ureq::Agent::with_parts(
+            config(),
+            sqs_loader::sqs::http::connector(),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        ),
+    ];
+    let body = receive.body.clone();
+    let mut over = [vec![], vec![], vec![], vec![]];
+    let n_net = n / 4;
+    for round in 0..runs {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for &way in &order {
+            let p0 = process_cpu();
+            let mine = per_call(n_net, |_| {
+                let mut r = agents[way]
+                    .post(&server)
+                    .header("content-type", "application/x-amz-json-1.0")
+                    .send(&body[..])
+                    .unwrap();
+                let got = r.body_mut().read_to_vec().unwrap();
+                assert_eq!(got.len(), reply.len());
+            });
+            over[way].push(mine);
+            over[2 + way].push((process_cpu() - p0) / n_net as f64 * 1e6);
+        }
+    }
+    // Round by round (the host's speed drifts between rounds, less within one).
+    let paired = |a: &[f64], b: &[f64]| {
+        let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| b / a).collect();
+        r.sort_by(f64::total_cmp);
+        (r[r.len() / 2], r[0], r[r.len() - 1])
+    };
+    let (thread_ratio, process_ratio) = (paired(&over[0], &over[1]), paired(&over[2], &over[3]));
+    let [a, b, c, d] = over;
+    rows.push(("request over loopback, calling thread: ureq's TCP", a));
+    rows.push(("request over loopback, calling thread: the client's TCP", b));
+    rows.push(("request over loopback, whole process: ureq's TCP", c));
+    rows.push(("request over loopback, whole process: the client's TCP", d));
+
     let mut table = Table::default();
     for (name, samples) in rows {
         table.add(name, "µs", samples, String::new());
@@ -133,7 +258,9 @@ pub fn client(runs: usize, quick: bool) -> String {
     let mut s =
         table.render("SQS client CPU per request, without network (`make bench ARGS=client`)");
     s.push_str(&format!(
-        "\nDirect ÷ general (medians): sign a receive {:.2}, sign a delete {:.2}, decode a delete reply {:.2}. \
+        "\nDirect ÷ general (medians): sign a receive {:.2}, sign a delete {:.2}, decode a delete reply {:.2}; \
+         over loopback, the client's TCP ÷ ureq's, round by round, median (min – max): calling thread \
+         {:.2} ({:.2} – {:.2}), whole process {:.2} ({:.2} – {:.2}). \
          The loader makes one receive and one delete per 10 messages.\n",
         ratio("sign a receive: aws-sigv4 sign()", "sign a receive: direct"),
         ratio("sign a delete of 10: aws-sigv4 sign()", "sign a delete of 10: direct"),
@@ -141,6 +268,12 @@ pub fn client(runs: usize, quick: bool) -> String {
             "decode a delete reply of 10: serde_json Value",
             "decode a delete reply of 10: direct"
         ),
+        thread_ratio.0,
+        thread_ratio.1,
+        thread_ratio.2,
+        process_ratio.0,
+        process_ratio.1,
+        process_ratio.2,
     ));
     s
 }

@@ -135,7 +135,7 @@ fn build(policy: AddressPolicy) -> ureq::Agent {
 
 /// ureq's default chain (a CONNECT proxy if one is configured, TCP, then rustls for https) with
 /// this crate's TCP ([`tcp`]: fewer system calls per request) in place of ureq's.
-fn connector() -> impl Connector<(), Out = impl Transport> {
+pub fn connector() -> impl Connector<(), Out = impl Transport> {
     ().chain(ConnectProxyConnector::default())
         .chain(tcp::TcpConnector)
         .chain(RustlsConnector::default())

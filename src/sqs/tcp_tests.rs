@@ -156,16 +156,21 @@ fn timeouts_are_rounded_up_and_set_only_when_they_change() {
     );
 }
 
-/// Serves `replies` keep-alive answers per connection and counts the connections.
-fn serve(connections: Arc<AtomicUsize>) -> String {
+/// Answers every request with its own body, keep-alive, on each connection (made a stream of
+/// bytes by `wrap`: plain or TLS), and counts the connections.
+fn serve<S: Read + Write>(
+    connections: Arc<AtomicUsize>,
+    wrap: impl Fn(TcpStream) -> S + Send + Sync + 'static,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let wrap = Arc::new(wrap);
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             connections.fetch_add(1, Ordering::SeqCst);
+            let wrap = Arc::clone(&wrap);
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
+                let mut reader = BufReader::new(wrap(conn));
                 loop {
                     let mut length = 0usize;
                     loop {
@@ -187,18 +192,27 @@ fn serve(connections: Arc<AtomicUsize>) -> String {
                         body.len(),
                         String::from_utf8_lossy(&body)
                     );
-                    conn.write_all(answer.as_bytes()).unwrap();
+                    reader.get_mut().write_all(answer.as_bytes()).unwrap();
+                    reader.get_mut().flush().unwrap();
                 }
             });
         }
     });
-    url
+    addr
+}
+
+fn echo_twenty_times(agent: &ureq::Agent, url: &str) {
+    for i in 0..20 {
+        let sent = format!("request {i} {}", "y".repeat(i * 1000));
+        let mut reply = agent.post(url).send(sent.as_str()).unwrap();
+        assert_eq!(reply.body_mut().read_to_string().unwrap(), sent);
+    }
 }
 
 #[test]
 fn an_agent_reuses_its_connection_and_gets_each_answer_whole() {
     let connections = Arc::new(AtomicUsize::new(0));
-    let url = serve(Arc::clone(&connections));
+    let addr = serve(Arc::clone(&connections), |tcp| tcp);
     let agent = ureq::Agent::with_parts(
         ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
@@ -206,10 +220,43 @@ fn an_agent_reuses_its_connection_and_gets_each_answer_whole() {
         ().chain(TcpConnector),
         ureq::unversioned::resolver::DefaultResolver::default(),
     );
-    for i in 0..20 {
-        let sent = format!("request {i} {}", "y".repeat(i * 1000));
-        let mut reply = agent.post(&url).send(sent.as_str()).unwrap();
-        assert_eq!(reply.body_mut().read_to_string().unwrap(), sent);
-    }
+    echo_twenty_times(&agent, &format!("http://{addr}/"));
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+/// https (as to real SQS): rustls runs over this transport, the handshake's writes included.
+/// "localhost" may resolve to ::1 first, where nothing listens: the next address is tried.
+#[test]
+fn https_runs_over_this_transport_in_the_agents_chain() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let server = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap(),
+    );
+    let connections = Arc::new(AtomicUsize::new(0));
+    let addr = serve(Arc::clone(&connections), move |tcp| {
+        rustls::StreamOwned::new(
+            rustls::ServerConnection::new(Arc::clone(&server)).unwrap(),
+            tcp,
+        )
+    });
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![
+            ureq::tls::Certificate::from_der(der.as_ref()).to_owned(),
+        ])))
+        .build();
+    let agent = ureq::Agent::with_parts(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .tls_config(tls)
+            .build(),
+        crate::sqs::http::connector(),
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    );
+    echo_twenty_times(&agent, &format!("https://localhost:{}/", addr.port()));
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }
