@@ -405,21 +405,26 @@ fn any_json() -> impl proptest::strategy::Strategy<Value = String> {
     leaf.boxed()
 }
 
+/// One of `keys` (JSON-quoted, escapes included), as the key of an object field.
+fn one_of(keys: &'static [&'static str]) -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::strategy::Strategy;
+    proptest::sample::select(keys).prop_map(str::to_string)
+}
+
 /// A key of a message or of its attributes: the ones the decoders look for, spelled plainly or
 /// with an escape, and others.
 fn any_key() -> impl proptest::strategy::Strategy<Value = String> {
-    use proptest::prelude::*;
-    prop_oneof![
-        Just("\"MessageId\"".to_string()),
-        Just("\"ReceiptHandle\"".to_string()),
-        Just("\"Body\"".to_string()),
-        Just("\"MD5OfBody\"".to_string()),
-        Just("\"SentTimestamp\"".to_string()),
-        Just("\"ApproximateReceiveCount\"".to_string()),
-        Just("\"B\\u006fdy\"".to_string()),
-        Just("\"Other\"".to_string()),
-        Just("\"Messages\"".to_string()),
-    ]
+    one_of(&[
+        "\"MessageId\"",
+        "\"ReceiptHandle\"",
+        "\"Body\"",
+        "\"MD5OfBody\"",
+        "\"SentTimestamp\"",
+        "\"ApproximateReceiveCount\"",
+        "\"B\\u006fdy\"",
+        "\"Other\"",
+        "\"Messages\"",
+    ])
 }
 
 fn object(entries: Vec<(String, String)>) -> String {
@@ -590,16 +595,15 @@ fn json_bodies_are_exactly_the_documented_shape() {
 /// A key of a batch reply's entry: the ones the decoders look for, spelled plainly or with an
 /// escape, and another.
 fn any_entry_key() -> impl proptest::strategy::Strategy<Value = String> {
-    use proptest::prelude::*;
-    prop_oneof![
-        Just("\"Id\"".to_string()),
-        Just("\"MessageId\"".to_string()),
-        Just("\"Code\"".to_string()),
-        Just("\"Message\"".to_string()),
-        Just("\"SenderFault\"".to_string()),
-        Just("\"I\\u0064\"".to_string()),
-        Just("\"Other\"".to_string()),
-    ]
+    one_of(&[
+        "\"Id\"",
+        "\"MessageId\"",
+        "\"Code\"",
+        "\"Message\"",
+        "\"SenderFault\"",
+        "\"I\\u0064\"",
+        "\"Other\"",
+    ])
 }
 
 /// An entry of a batch reply: usually with a string Id and the fields SQS sends, often not.
