@@ -12,7 +12,8 @@
 //! - the liveness probe is one `recv(MSG_PEEK | MSG_DONTWAIT)`.
 //!
 //! TLS (rustls) and CONNECT proxies are ureq's own connectors chained around this one
-//! ([`super::http`]).
+//! ([`super::http`]). What rustls writes without reading afterwards (an alert when a handshake
+//! fails) is not sent: the connection is dropped without it.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -20,6 +21,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use ureq::unversioned::transport::time::Duration as UreqDuration;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
     Transport,
@@ -30,6 +32,9 @@ pub const GRAIN: Duration = Duration::from_millis(100);
 
 /// Unsent request bytes beyond this are written without waiting for the rest.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// The most room for unsent bytes a connection keeps between requests.
+const KEEP: usize = 16 * 1024;
 
 /// The shortest time given to one address of a name that resolved to several.
 const MIN_PER_ADDRESS: Duration = Duration::from_millis(10);
@@ -144,8 +149,23 @@ impl TcpTransport {
         })?;
         let result = (&*self.stream).write_all(&self.pending);
         self.pending.clear();
+        // An idle pooled connection keeps no more than a usual request's worth.
+        self.pending.shrink_to(KEEP);
         result.map_err(|e| io_error(e, timeout))
     }
+}
+
+/// `timeout` less what `spent` used of it: writing the request counts against the wait for the
+/// answer, as it does when ureq computes the next phase's budget after a write.
+fn less(timeout: NextTimeout, spent: Duration) -> Result<NextTimeout, ureq::Error> {
+    if timeout.after.is_not_happening() {
+        return Ok(timeout);
+    }
+    let after = timeout.after.saturating_sub(spent);
+    checked(NextTimeout {
+        after: UreqDuration::Exact(after),
+        ..timeout
+    })
 }
 
 /// A timeout that has run out is an error before any I/O (as ureq's own transport does).
@@ -204,9 +224,13 @@ impl Transport for TcpTransport {
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        if !self.pending.is_empty() {
+        let timeout = if self.pending.is_empty() {
+            timeout
+        } else {
+            let started = Instant::now();
             self.flush(timeout)?;
-        }
+            less(timeout, started.elapsed())?
+        };
         let timeout = checked(timeout.for_read())?;
         let stream = Arc::clone(&self.stream);
         set_timeout(&mut self.read_timeout, timeout, |t| {

@@ -2,7 +2,6 @@ use super::*;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use ureq::unversioned::transport::time::Duration as UreqDuration;
 use ureq::Timeout;
 
 /// A connected pair: our transport on one end, the server's socket on the other.
@@ -79,6 +78,9 @@ fn an_idle_connection_is_open_until_the_server_talks_or_closes() {
     (&server).write_all(b"x").unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert!(!t.is_open(), "bytes nobody asked for");
+    let mut byte = [0u8; 1];
+    (&*t.stream).read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"x", "the probe only peeked");
 
     let (mut t, server) = pair();
     drop(server);
@@ -103,6 +105,19 @@ fn a_read_that_gets_no_answer_is_a_timeout_with_ureqs_reason() {
         Err(ureq::Error::Timeout(Timeout::Global)) => {}
         other => panic!("a spent timeout fails before any I/O, got {other:?}"),
     }
+}
+
+#[test]
+fn writing_the_request_counts_against_the_wait_for_the_answer() {
+    let left = less(within(Duration::from_secs(10)), Duration::from_secs(3)).unwrap();
+    assert_eq!(*left.after, Duration::from_secs(7));
+    assert_eq!(left.reason, Timeout::Global);
+    match less(within(Duration::from_secs(1)), Duration::from_secs(2)) {
+        Err(ureq::Error::Timeout(Timeout::Global)) => {}
+        other => panic!("a write that used the whole budget is a timeout, got {other:?}"),
+    }
+    let never = less(NextTimeout::default(), Duration::from_secs(5)).unwrap();
+    assert!(never.after.is_not_happening());
 }
 
 #[test]
@@ -201,9 +216,23 @@ fn serve<S: Read + Write>(
     addr
 }
 
+/// An agent on this transport alone (no proxy, whatever the environment says; no TLS).
+fn plain_agent(resolver: impl ureq::unversioned::resolver::Resolver) -> ureq::Agent {
+    ureq::Agent::with_parts(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .proxy(None)
+            .build(),
+        ().chain(TcpConnector),
+        resolver,
+    )
+}
+
+/// Twenty requests, one of them larger than what is kept back before it is written.
 fn echo_twenty_times(agent: &ureq::Agent, url: &str) {
     for i in 0..20 {
-        let sent = format!("request {i} {}", "y".repeat(i * 1000));
+        let size = if i == 7 { 3 * FLUSH_AT } else { i * 1000 };
+        let sent = format!("request {i} {}", "y".repeat(size));
         let mut reply = agent.post(url).send(sent.as_str()).unwrap();
         assert_eq!(reply.body_mut().read_to_string().unwrap(), sent);
     }
@@ -213,19 +242,12 @@ fn echo_twenty_times(agent: &ureq::Agent, url: &str) {
 fn an_agent_reuses_its_connection_and_gets_each_answer_whole() {
     let connections = Arc::new(AtomicUsize::new(0));
     let addr = serve(Arc::clone(&connections), |tcp| tcp);
-    let agent = ureq::Agent::with_parts(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build(),
-        ().chain(TcpConnector),
-        ureq::unversioned::resolver::DefaultResolver::default(),
-    );
+    let agent = plain_agent(ureq::unversioned::resolver::DefaultResolver::default());
     echo_twenty_times(&agent, &format!("http://{addr}/"));
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }
 
 /// https (as to real SQS): rustls runs over this transport, the handshake's writes included.
-/// "localhost" may resolve to ::1 first, where nothing listens: the next address is tried.
 #[test]
 fn https_runs_over_this_transport_in_the_agents_chain() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -253,10 +275,47 @@ fn https_runs_over_this_transport_in_the_agents_chain() {
         ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .tls_config(tls)
+            .proxy(None)
             .build(),
         crate::sqs::http::connector(),
         ureq::unversioned::resolver::DefaultResolver::default(),
     );
     echo_twenty_times(&agent, &format!("https://localhost:{}/", addr.port()));
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+/// Resolves every name to a port nothing listens on, then to `good`.
+#[derive(Debug)]
+struct RefusedFirst(std::net::SocketAddr);
+
+impl ureq::unversioned::resolver::Resolver for RefusedFirst {
+    fn resolve(
+        &self,
+        _: &http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        // A port that was just free: connecting to it is refused.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut addrs = self.empty();
+        addrs.push(closed);
+        addrs.push(self.0);
+        Ok(addrs)
+    }
+}
+
+#[test]
+fn an_address_that_refuses_passes_to_the_next() {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let addr = serve(Arc::clone(&connections), |tcp| tcp);
+    let agent = plain_agent(RefusedFirst(addr));
+    let mut reply = agent
+        .post("http://sqs.example.invalid/")
+        .send("hello")
+        .unwrap();
+    assert_eq!(reply.body_mut().read_to_string().unwrap(), "hello");
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }
