@@ -28,8 +28,9 @@ pub enum Error {
     /// A NULL where none is allowed (e.g. inside an array argument).
     #[error("{0} must not contain NULL")]
     NullValue(&'static str),
-    /// AWS credentials stored with ALTER ROLE/DATABASE SET, readable by every role.
-    #[error("AWS credentials are stored in pg_db_role_setting, which every role can read ({0})")]
+    /// AWS credentials or a proxy password stored with ALTER ROLE/DATABASE SET, readable by
+    /// every role.
+    #[error("AWS credentials or a proxy password are stored in pg_db_role_setting, which every role can read ({0})")]
     SecretInCatalog(String),
     /// Something that cannot happen unless the extension's own objects were tampered with.
     #[error("{0}")]
@@ -218,7 +219,7 @@ impl From<Error> for ErrorReport {
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
                 e.to_string(),
                 Some("They were set with ALTER ROLE/DATABASE ... SET in a session where sqs_loader was not loaded (preloading it refuses that). Until they are removed, sqs_loader makes no request.".into()),
-                Some("Remove them (ALTER ROLE ... RESET sqs_loader.aws_secret_access_key, and the key id and session token likewise; see pg_db_role_setting), rotate the exposed key, and give the server credentials through its environment or an instance role."),
+                Some("Remove them (ALTER ROLE ... RESET sqs_loader.aws_secret_access_key, and the key id, session token and sqs_loader.proxy likewise; see pg_db_role_setting), rotate what was exposed, and give the server credentials through its environment or an instance role."),
             ),
         }
     }

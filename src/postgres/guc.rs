@@ -33,6 +33,8 @@ static PROTOCOL: GucSetting<WireProtocol> = GucSetting::<WireProtocol>::new(Wire
 /// Hosts requests may go to (superuser only).
 static ALLOWED_HOSTS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"*.amazonaws.com,*.amazonaws.com.cn"));
+/// The HTTP CONNECT proxy SQS and STS requests go through (superuser only; hidden).
+static PROXY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// One HTTP request's timeout.
 static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// Requests one call keeps in flight (a loader fewer while fewer do: `sqs::pace`).
@@ -111,7 +113,13 @@ pub fn allowed_hosts() -> String {
     string(&ALLOWED_HOSTS).unwrap_or_default()
 }
 
-pub fn configured_credentials() -> Configured {
+/// `sqs_loader.proxy`, unparsed (its check hook parsed it when it was set).
+pub fn proxy() -> Option<String> {
+    string(&PROXY)
+}
+
+/// The credential settings, and the proxy STS requests go through.
+pub fn configured_credentials(proxy: Option<ureq::Proxy>) -> Configured {
     Configured {
         access_key_id: string(&AWS_ACCESS_KEY_ID),
         secret_access_key: string(&AWS_SECRET_ACCESS_KEY),
@@ -120,6 +128,7 @@ pub fn configured_credentials() -> Configured {
         role_external_id: string(&ROLE_EXTERNAL_ID),
         sts_endpoint: string(&STS_ENDPOINT),
         region: region(),
+        proxy,
     }
 }
 
@@ -272,6 +281,20 @@ fn define_sqs() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // SAFETY: the hook is a plain function with the signature Postgres expects.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"sqs_loader.proxy",
+            c"HTTP CONNECT proxy for SQS and STS requests: http://[user:password@]host[:port]. Empty: none.",
+            c"The server's HTTP_PROXY, HTTPS_PROXY and ALL_PROXY are ignored. The target's name is resolved by the server, so sqs_loader.allowed_hosts' address check still applies, and the proxy is asked for the address. Credential endpoints (container, instance metadata) are never proxied. Superuser only; hidden from other roles.",
+            &PROXY,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(proxy_check_hook),
+            None,
+            None,
+        );
+    }
     int(
         c"sqs_loader.http_timeout_ms",
         c"Timeout of one SQS HTTP request, in milliseconds (long-poll waits are added to it).",
@@ -309,38 +332,92 @@ fn define_sqs() {
     );
 }
 
-/// Refuse to take an AWS secret from a source that other roles can read: `ALTER DATABASE/ROLE
-/// ... SET` (stored in the world-readable pg_db_role_setting) and function `SET` clauses
-/// (pg_proc.proconfig), which are validated with source PGC_S_TEST.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn secret_check_hook(
-    newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    let empty =
-        newval.is_null() || (*newval).is_null() || CStr::from_ptr(*newval).to_bytes().is_empty();
-    let readable_by_others = matches!(
+/// Whether a setting's value from `source` is stored where other roles can read it: `ALTER
+/// DATABASE/ROLE ... SET` (the world-readable pg_db_role_setting) and function `SET` clauses
+/// (pg_proc.proconfig, validated with source PGC_S_TEST).
+fn readable_by_others(source: pg_sys::GucSource::Type) -> bool {
+    matches!(
         source,
         pg_sys::GucSource::PGC_S_TEST
             | pg_sys::GucSource::PGC_S_DATABASE
             | pg_sys::GucSource::PGC_S_USER
             | pg_sys::GucSource::PGC_S_DATABASE_USER
             | pg_sys::GucSource::PGC_S_GLOBAL
-    );
-    if empty || !readable_by_others {
+    )
+}
+
+/// The new value of a string setting in a check hook (empty for NULL).
+///
+/// # Safety
+/// `newval` as Postgres passes it to a string check hook.
+unsafe fn check_hook_value<'a>(newval: *mut *mut std::ffi::c_char) -> &'a CStr {
+    if newval.is_null() || (*newval).is_null() {
+        c""
+    } else {
+        CStr::from_ptr(*newval)
+    }
+}
+
+/// Fail a check hook with `code`, a message and a hint.
+///
+/// # Safety
+/// Only from a GUC check hook.
+unsafe fn check_hook_error(code: pgrx::PgSqlErrorCode, message: &CStr, hint: &CStr) -> bool {
+    pg_sys::GUC_check_errcode(code as i32);
+    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+    pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+    false
+}
+
+/// Refuse to take an AWS secret from a source that other roles can read.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn secret_check_hook(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    if check_hook_value(newval).is_empty() || !readable_by_others(source) {
         return true;
     }
-    pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
-    pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-        c"AWS credentials cannot be stored with ALTER DATABASE/ROLE SET or a function SET clause"
-            .as_ptr(),
-    );
-    pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(
-        c"Those are readable by every role. Use the server environment, an instance role, postgresql.conf or ALTER SYSTEM."
-            .as_ptr(),
-    );
-    false
+    check_hook_error(
+        pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        c"AWS credentials cannot be stored with ALTER DATABASE/ROLE SET or a function SET clause",
+        c"Those are readable by every role. Use the server environment, an instance role, postgresql.conf or ALTER SYSTEM.",
+    )
+}
+
+/// `sqs_loader.proxy`: a URL [`crate::sqs::http::proxy`] takes, and a password only from a
+/// source other roles cannot read.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn proxy_check_hook(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    let value = check_hook_value(newval).to_string_lossy();
+    if value.trim().is_empty() {
+        return true;
+    }
+    let proxy = match crate::sqs::http::proxy(&value) {
+        Ok(p) => p,
+        Err(why) => {
+            let message = CString::new(format!("invalid value for sqs_loader.proxy: {why}"))
+                .unwrap_or_default();
+            return check_hook_error(
+                pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                &message,
+                c"Give an HTTP CONNECT proxy as http://host:port or http://user:password@host:port.",
+            );
+        }
+    };
+    if proxy.password().is_some() && readable_by_others(source) {
+        return check_hook_error(
+            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            c"a proxy password cannot be stored with ALTER DATABASE/ROLE SET or a function SET clause",
+            c"Those are readable by every role. Use postgresql.conf or ALTER SYSTEM.",
+        );
+    }
+    true
 }
 
 fn define_secret(

@@ -7,12 +7,14 @@ use super::guc;
 use crate::sqs::credentials::Env;
 use crate::sqs::endpoint::{self, Endpoint};
 use crate::sqs::executor::Client;
+use crate::sqs::http;
 use crate::sqs::SqsError;
 use pgrx::Spi;
 
-/// Where AWS credentials were stored with `ALTER ROLE/DATABASE … SET` (in the world-readable
-/// pg_db_role_setting): "role r", "database d", "role r in database d". The check hook refuses
-/// that only in sessions where the library is loaded; this finds what got through elsewhere.
+/// Where AWS credentials or a proxy URL with a password were stored with `ALTER ROLE/DATABASE
+/// … SET` (in the world-readable pg_db_role_setting): "role r", "database d", "role r in
+/// database d". The check hooks refuse that only in sessions where the library is loaded; this
+/// finds what got through elsewhere.
 fn secrets_in_catalog() -> Vec<String> {
     // Schema-qualified and operator-free: it runs with the caller's search_path.
     Spi::connect(|c| {
@@ -22,7 +24,9 @@ fn secrets_in_catalog() -> Vec<String> {
                LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
                LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
               WHERE EXISTS (SELECT 1 FROM pg_catalog.unnest(s.setconfig) AS c(setting)
-                             WHERE pg_catalog.starts_with(c.setting, 'sqs_loader.aws_'))",
+                             WHERE pg_catalog.starts_with(c.setting, 'sqs_loader.aws_')
+                                OR (pg_catalog.starts_with(c.setting, 'sqs_loader.proxy=')
+                                    AND pg_catalog.strpos(c.setting, '@') OPERATOR(pg_catalog.>) 0))",
             None,
             &[],
         )
@@ -41,9 +45,14 @@ fn client(mut endpoint: Endpoint) -> Result<Client, Error> {
     }
     endpoint.addresses = endpoint::host_allowed(&endpoint.host, &guc::allowed_hosts())
         .ok_or_else(|| SqsError::HostNotAllowed(endpoint.host.clone()))?;
+    let proxy = guc::proxy()
+        .map(|url| http::proxy(&url))
+        .transpose()
+        .map_err(|why| SqsError::InvalidArgument(format!("sqs_loader.proxy: {why}")))?;
+    endpoint.proxy = proxy.clone();
     Ok(Client {
         endpoint,
-        configured: guc::configured_credentials(),
+        configured: guc::configured_credentials(proxy),
         env: Env::from_process(),
         opts: guc::call_options(),
         max_parallel: guc::max_parallel_requests(),

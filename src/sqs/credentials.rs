@@ -104,6 +104,9 @@ pub struct Configured {
     pub sts_endpoint: Option<String>,
     /// `sqs_loader.region`: the STS region when `sts_endpoint` does not name one.
     pub region: String,
+    /// `sqs_loader.proxy`: STS requests go through it; credential endpoints (container,
+    /// instance metadata) never do.
+    pub proxy: Option<ureq::Proxy>,
 }
 
 /// The cache for credentials that came over HTTP (container endpoint or instance metadata).
@@ -193,6 +196,7 @@ fn assume_role(
         .config()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
+        .proxy(configured.proxy.clone())
         .build();
     for (k, v) in req
         .headers
@@ -265,7 +269,7 @@ fn resolve_chain(
         env.get("AWS_ROLE_ARN"),
         env.get("AWS_WEB_IDENTITY_TOKEN_FILE"),
     ) {
-        Some(web_identity(env, role, file, agent)?)
+        Some(web_identity(configured, env, role, file, agent)?)
     } else if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
         || env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
     {
@@ -421,6 +425,7 @@ fn container(env: &Env, agent: &ureq::Agent) -> Result<Credentials, SqsError> {
 /// is read at every exchange (the kubelet rotates it); the credentials are cached and refreshed
 /// before they expire. STS is `AWS_ENDPOINT_URL_STS`, else the regional endpoint of `AWS_REGION`.
 fn web_identity(
+    configured: &Configured,
     env: &Env,
     role_arn: &str,
     token_file: &str,
@@ -465,6 +470,7 @@ fn web_identity(
         .config()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
+        .proxy(configured.proxy.clone())
         .build()
         .header("content-type", "application/x-www-form-urlencoded")
         .send(form.as_bytes())

@@ -24,6 +24,8 @@ pub struct Endpoint {
     pub https: bool,
     /// Where the host may resolve to ([`host_allowed`] decides; public only until it did).
     pub addresses: AddressPolicy,
+    /// The HTTP CONNECT proxy requests go through (`sqs_loader.proxy`; none by default).
+    pub proxy: Option<ureq::Proxy>,
 }
 
 /// The pieces of an `http(s)://host[:port]/path` URL we care about.
@@ -146,6 +148,7 @@ fn from_parts(p: UrlParts, default_region: &str) -> Endpoint {
         region,
         https: p.https,
         addresses: AddressPolicy::PublicOnly,
+        proxy: None,
     }
 }
 

@@ -9,7 +9,7 @@ use super::http::CallOptions;
 use super::Protocol;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,6 +152,38 @@ impl Fake {
             other => panic!("unexpected action {other}"),
         }
     }
+}
+
+/// An HTTP CONNECT proxy on 127.0.0.1: records each CONNECT's head (request line and headers,
+/// without the blank line), then tunnels to the target it names. Returns the proxy's URL and
+/// the heads seen.
+pub fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let lines = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut head = String::new();
+                while reader.read_line(&mut head).unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {}
+                lock(&lines).push(head.trim_end().to_string());
+                let target = head.split_whitespace().nth(1).unwrap_or_default();
+                let Ok(mut upstream) = TcpStream::connect(target) else {
+                    let _ =
+                        conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+                    return;
+                };
+                let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let mut to_upstream = upstream.try_clone().unwrap();
+                std::thread::spawn(move || std::io::copy(&mut reader, &mut to_upstream));
+                let _ = std::io::copy(&mut upstream, &mut conn);
+            });
+        }
+    });
+    (url, seen)
 }
 
 pub fn client(url: &str, max_parallel: usize) -> Client {

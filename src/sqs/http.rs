@@ -12,9 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{
-    ConnectProxyConnector, Connector, NextTimeout, RustlsConnector, Transport,
-};
+use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector, Transport};
+use ureq::{Proxy, ProxyProtocol};
 
 /// Largest response body accepted (ten 1 MiB messages, escaped, with room to spare).
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -93,6 +92,12 @@ impl Resolver for PublicOnly {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let all = self.0.resolve(uri, config, timeout)?;
+        // The proxy of `sqs_loader.proxy` (ureq resolves it with the proxy's own URI): a
+        // superuser chose it, and it commonly sits on a private network. The target's
+        // addresses are checked as without a proxy ([`proxy`] resolves the target here).
+        if config.proxy().is_some_and(|p| std::ptr::eq(p.uri(), uri)) {
+            return Ok(all);
+        }
         let mut public = self.empty();
         let mut refused = None;
         for a in all.iter() {
@@ -124,6 +129,11 @@ fn build(policy: AddressPolicy) -> ureq::Agent {
         .max_idle_connections_per_host(64)
         .max_redirects(0)
         .user_agent(concat!("sqs_loader/", env!("CARGO_PKG_VERSION")))
+        // Not the HTTP(S)_PROXY / ALL_PROXY of the server's environment, ureq's default: they
+        // would route signed requests and credential endpoints' tokens through whatever host
+        // the environment names, and a proxy that resolves the target itself escapes the
+        // address check. A proxy is set per request, from `sqs_loader.proxy` ([`proxy`]).
+        .proxy(None)
         .build();
     match policy {
         AddressPolicy::Any => ureq::Agent::with_parts(config, connector(), Cached::default()),
@@ -133,12 +143,52 @@ fn build(policy: AddressPolicy) -> ureq::Agent {
     }
 }
 
-/// ureq's default chain (a CONNECT proxy if one is configured, TCP, then rustls for https) with
-/// this crate's TCP ([`tcp`]: fewer system calls per request) in place of ureq's.
+/// This crate's TCP ([`tcp`]: fewer system calls per request, and the CONNECT tunnel of a
+/// proxy), then rustls for https.
 pub fn connector() -> impl Connector<(), Out = impl Transport> {
-    ().chain(ConnectProxyConnector::default())
-        .chain(tcp::TcpConnector)
+    ().chain(tcp::TcpConnector)
         .chain(RustlsConnector::default())
+}
+
+/// The proxy of `sqs_loader.proxy`: an HTTP CONNECT proxy, `http://[user:password@]host[:port]`
+/// (port 80 when none is given). The target's name is resolved here (`resolve_target`), so the
+/// address check of [`PublicOnly`] sees what is connected to, and [`tcp`] asks the proxy for
+/// that address. The error never quotes the URL (it may hold a password).
+pub fn proxy(url: &str) -> Result<Proxy, String> {
+    let url = url.trim();
+    if !url.to_ascii_lowercase().starts_with("http://") {
+        return Err("only http:// proxies (HTTP CONNECT) are supported".into());
+    }
+    let invalid = || "not a valid proxy URL".to_string();
+    let uri: http::Uri = url.parse().map_err(|_| invalid())?;
+    let authority = uri.authority().ok_or_else(invalid)?;
+    // `Authority::port()` is None for a port that is not a number: look at the text.
+    let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    let after_host = host_port
+        .rsplit_once(']')
+        .map_or(host_port, |(_, rest)| rest);
+    let bad_port = after_host
+        .split_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_err());
+    if authority.host().is_empty()
+        || bad_port
+        || !matches!(uri.path(), "" | "/")
+        || uri.query().is_some()
+    {
+        return Err(invalid());
+    }
+    let parsed = Proxy::new(url).map_err(|_| invalid())?;
+    let mut b = Proxy::builder(ProxyProtocol::Http)
+        .host(parsed.host())
+        .port(parsed.port())
+        .resolve_target(true);
+    if let Some(user) = parsed.username() {
+        b = b.username(user);
+    }
+    if let Some(password) = parsed.password() {
+        b = b.password(password);
+    }
+    b.build().map_err(|_| invalid())
 }
 
 /// The agent (connection pool, one per policy and process) for requests to `endpoint`.
@@ -284,6 +334,7 @@ fn call_once(
         .post(url)
         .config()
         .timeout_global(Some(opts.timeout))
+        .proxy(endpoint.proxy.clone())
         .build();
     for (k, v) in &http_req.headers {
         builder = builder.header(*k, v);
@@ -335,6 +386,10 @@ fn call_once(
         opts.reveal_foreign_bodies,
     )
 }
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod proxy_tests;
 
 #[cfg(test)]
 mod tests {

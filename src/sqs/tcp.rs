@@ -11,13 +11,14 @@
 //!   end up to [`GRAIN`] late);
 //! - the liveness probe is one `recv(MSG_PEEK | MSG_DONTWAIT)`.
 //!
-//! TLS (rustls) and CONNECT proxies are ureq's own connectors chained around this one
-//! ([`super::http`]). What rustls writes without reading afterwards (an alert when a handshake
-//! fails) is not sent: the connection is dropped without it.
+//! A proxy (`sqs_loader.proxy`) is an HTTP CONNECT tunnel opened here ([`tunnel`]) to an
+//! address the agent's resolver checked. TLS (rustls) is ureq's own connector chained after
+//! this one ([`super::http`]). What rustls writes without reading afterwards (an alert when a
+//! handshake fails) is not sent: the connection is dropped without it.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -54,7 +55,10 @@ impl<In: Transport> Connector<In> for TcpConnector {
         if let Some(made) = chained {
             return Ok(Some(Either::A(made)));
         }
-        let stream = Arc::new(connect(details)?);
+        let stream = Arc::new(match details.config.proxy() {
+            None => connect(&details.addrs, details)?,
+            Some(proxy) => tunnel(proxy, details)?,
+        });
         stream.set_nodelay(true)?;
         let handle: Weak<dyn ShutdownHandle> = Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>;
         (details.register_shutdown)(handle)?;
@@ -66,15 +70,15 @@ impl<In: Transport> Connector<In> for TcpConnector {
     }
 }
 
-/// Tries the resolved addresses in turn. With a timeout, each address but the last gets half
-/// the time left (at least [`MIN_PER_ADDRESS`]); an address that refuses or cannot be reached
-/// passes to the next one, any other error ends the attempt.
-fn connect(details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
+/// Tries `addrs` in turn. With a timeout, each address but the last gets half the time left
+/// (at least [`MIN_PER_ADDRESS`]); an address that refuses or cannot be reached passes to the
+/// next one, any other error ends the attempt.
+fn connect(addrs: &[SocketAddr], details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
     let total = details.timeout.not_zero().map(|d| *d);
     let start = Instant::now();
-    let count = details.addrs.len();
+    let count = addrs.len();
     let mut last = None;
-    for (i, addr) in details.addrs.iter().enumerate() {
+    for (i, addr) in addrs.iter().enumerate() {
         let attempt = match total {
             None => TcpStream::connect(addr),
             Some(total) => {
@@ -105,6 +109,73 @@ fn connect(details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
             "no address to connect to",
         ))
     }))
+}
+
+/// The longest answer to a CONNECT read before giving up on the proxy.
+const MAX_PROXY_ANSWER: usize = 8 * 1024;
+
+/// A tunnel through an HTTP CONNECT proxy to the first of the target's addresses, which the
+/// agent's resolver produced and checked (ureq's own CONNECT connector lets the proxy resolve
+/// the name, which the address check never sees, and with `resolve_target` it writes the port
+/// twice). The proxy's own address is resolved by the same resolver, which lets it through.
+fn tunnel(proxy: &ureq::Proxy, details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
+    let failed = |why: String| ureq::Error::ConnectProxyFailed(why);
+    let target = *details
+        .addrs
+        .first()
+        .ok_or_else(|| failed("no address to ask the proxy for".into()))?;
+    let deadline = details.timeout.not_zero().map(|d| Instant::now() + *d);
+    let proxy_addrs = details
+        .resolver
+        .resolve(proxy.uri(), details.config, details.timeout)?;
+    let stream = connect(&proxy_addrs, details)?;
+    let left = || match deadline {
+        None => Ok(None),
+        Some(at) => match at.checked_duration_since(Instant::now()) {
+            Some(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err(ureq::Error::Timeout(details.timeout.reason)),
+        },
+    };
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(user) = proxy.username() {
+        use base64::Engine as _;
+        let pair = format!("{user}:{}", proxy.password().unwrap_or_default());
+        head.push_str("Proxy-Authorization: Basic ");
+        head.push_str(&base64::engine::general_purpose::STANDARD.encode(pair));
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.set_write_timeout(left()?)?;
+    (&stream)
+        .write_all(head.as_bytes())
+        .map_err(|e| io_error(e, details.timeout))?;
+    // Byte by byte up to the blank line: what follows it is the tunnel's, not the proxy's.
+    let mut answer = Vec::with_capacity(128);
+    let mut byte = [0u8];
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() >= MAX_PROXY_ANSWER {
+            return Err(failed("the proxy's answer to CONNECT is too long".into()));
+        }
+        stream.set_read_timeout(left()?)?;
+        match (&stream).read(&mut byte) {
+            Ok(0) => return Err(failed("the proxy closed the connection".into())),
+            Ok(_) => answer.push(byte[0]),
+            Err(e) => return Err(io_error(e, details.timeout)),
+        }
+    }
+    let status_line = String::from_utf8_lossy(&answer);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.len() == 3 && code.starts_with('2'));
+    if !ok {
+        return Err(failed(format!("the proxy answered {status_line:?}")));
+    }
+    // A new transport starts from a socket without timeouts.
+    stream.set_read_timeout(None)?;
+    stream.set_write_timeout(None)?;
+    Ok(stream)
 }
 
 /// An error about this address only: the next one may work.

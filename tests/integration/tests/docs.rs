@@ -136,7 +136,7 @@ fn the_settings_table_is_what_pg_settings_says() {
             "SELECT name, coalesce(boot_val, '') FROM pg_settings WHERE name LIKE 'sqs_loader.%'
              UNION ALL
              SELECT n, '' FROM unnest(ARRAY['sqs_loader.aws_access_key_id', 'sqs_loader.aws_secret_access_key',
-                                            'sqs_loader.aws_session_token']) n
+                                            'sqs_loader.aws_session_token', 'sqs_loader.proxy']) n
              ORDER BY 1",
             &[],
         )

@@ -1,7 +1,7 @@
 //! The second half of the outside review: the loader cannot be made to run other roles' code
 //! as superuser; granted roles cannot use the server to reach loopback or read foreign replies;
 //! secrets stored where every role reads them stop the extension; one row the table refuses
-//! never stops its batch; what the parser accepts.
+//! never stops its batch; what the parser accepts; the proxy is a superuser's setting.
 
 use sqs_loader_it::*;
 use std::time::Duration;
@@ -223,23 +223,46 @@ fn settings_and_secrets_in_sessions_that_did_not_load_the_library() {
         .expect("stored: the library is not loaded in this session");
     let mut c = connect_bare(&name);
     c.batch_execute("CREATE EXTENSION sqs_loader").unwrap();
+    let refused = |c: &mut postgres::Client| {
+        let e = c
+            .query(
+                "SELECT * FROM sqs_pull('http://localhost:4566/000000000000/q', 1)",
+                &[],
+            )
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        let db = e.as_db_error().unwrap();
+        assert!(
+            db.message().contains("pg_db_role_setting") && db.message().contains(&role),
+            "{}",
+            db.message()
+        );
+        assert!(!format!("{e:?}").contains("STOREDSECRET"));
+    };
+    refused(&mut c);
+    // A proxy's password likewise; a proxy without one is no secret.
+    fresh
+        .batch_execute(&format!(
+            "ALTER ROLE {role} RESET sqs_loader.aws_secret_access_key;
+             ALTER ROLE {role} SET sqs_loader.proxy = 'http://ops:STOREDSECRET5678@127.0.0.1:3128'"
+        ))
+        .expect("stored: the library is not loaded in this session");
+    refused(&mut c);
+    fresh
+        .batch_execute(&format!(
+            "ALTER ROLE {role} SET sqs_loader.proxy = 'http://127.0.0.1:3128'"
+        ))
+        .unwrap();
     let e = c
         .query(
             "SELECT * FROM sqs_pull('http://localhost:4566/000000000000/q', 1)",
             &[],
         )
         .unwrap_err();
-    assert_eq!(sqlstate(&e), "42501", "{e:?}");
-    let db = e.as_db_error().unwrap();
-    assert!(
-        db.message().contains("pg_db_role_setting") && db.message().contains(&role),
-        "{}",
-        db.message()
-    );
-    assert!(!format!("{e:?}").contains("STOREDSECRET"));
+    assert_eq!(sqlstate(&e), "42704", "{e:?}");
     fresh
         .batch_execute(&format!(
-            "ALTER ROLE {role} RESET sqs_loader.aws_secret_access_key; DROP ROLE {role}"
+            "ALTER ROLE {role} RESET sqs_loader.proxy; DROP ROLE {role}"
         ))
         .unwrap();
     // Removed: the extension works again (here: the queue does not exist).
@@ -421,4 +444,75 @@ fn every_spelling_of_an_address_gets_one_token() {
         count(&mut c, "SELECT count(DISTINCT masked_ip) FROM user_logins"),
         1
     );
+}
+
+#[test]
+fn the_proxy_is_the_superusers_choice_and_its_password_stays_hidden() {
+    let _g = shared();
+    let db = TestDb::new("proxy");
+    let mut c = db.client();
+    let role = format!("sqsuser_{}", random_suffix());
+    c.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT EXECUTE ON FUNCTION sqs_pull(text, integer, integer, integer) TO {role};"
+    ))
+    .unwrap();
+    // A role can neither route requests through a host of its choice nor read the setting.
+    let mut r = connect_as(&db.name, &role);
+    for sql in [
+        "SET sqs_loader.proxy = 'http://127.0.0.1:3128'",
+        "SHOW sqs_loader.proxy",
+    ] {
+        let e = r.batch_execute(sql).unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+    }
+    // Checked when set; the password is never quoted.
+    for bad in [
+        "socks5://ops:s3cret@127.0.0.1:1080",
+        "http://ops:s3cret@127.0.0.1:port",
+    ] {
+        let e = c
+            .batch_execute(&format!("SET sqs_loader.proxy = '{bad}'"))
+            .unwrap_err();
+        let shown = format!("{e:?}");
+        assert_eq!(sqlstate(&e), "22023", "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    // A password is not stored where every role reads it; a proxy without one may be.
+    let e = c
+        .batch_execute(&format!(
+            "ALTER ROLE {role} SET sqs_loader.proxy = 'http://ops:s3cret@127.0.0.1:3128'"
+        ))
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert!(!format!("{e:?}").contains("s3cret"));
+    c.batch_execute(&format!(
+        "ALTER ROLE {role} SET sqs_loader.proxy = 'http://127.0.0.1:3128';
+         ALTER ROLE {role} RESET sqs_loader.proxy"
+    ))
+    .unwrap();
+    // It routes the requests: through a proxy nobody listens on, a pull fails; without, it works.
+    let url = create_queue(&mut c, "proxy");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    c.batch_execute(&format!(
+        "SET sqs_loader.max_retries = 0; SET sqs_loader.proxy = 'http://ops:s3cret@127.0.0.1:{closed}'"
+    ))
+    .unwrap();
+    let e = c
+        .query("SELECT * FROM sqs_pull($1, 1)", &[&url])
+        .unwrap_err();
+    let shown = format!("{e:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("ReceiveMessage"), "{shown}");
+    c.batch_execute("RESET sqs_loader.proxy").unwrap();
+    assert!(c
+        .query("SELECT * FROM sqs_pull($1, 1)", &[&url])
+        .unwrap()
+        .is_empty());
+    drop(r);
+    c.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .unwrap();
 }
