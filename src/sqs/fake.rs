@@ -8,7 +8,7 @@ use super::executor::Client;
 use super::http::CallOptions;
 use super::Protocol;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,34 @@ pub struct Fake {
     pub fail_action: Mutex<Option<(String, String)>>,
 }
 
+/// One HTTP/1.1 request from `reader`: its head's lines (the request line first, without line
+/// ends or the blank line) and its body (Content-Length bytes). None at the end of the stream.
+pub fn read_request(reader: &mut impl BufRead) -> Option<(Vec<String>, Vec<u8>)> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let length = header(&head, "content-length").map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+/// The value of header `name` (case-insensitive) in a head [`read_request`] returned.
+pub fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// Serve the fake on an ephemeral port; every connection is handled on its own thread.
 pub fn serve(fake: Arc<Fake>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -42,30 +70,10 @@ pub fn serve(fake: Arc<Fake>) -> String {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut conn = conn;
-                loop {
-                    let (mut target, mut len) = (String::new(), 0usize);
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if let Some(v) = line.strip_prefix("x-amz-target:") {
-                            target = v.trim().to_string();
-                        } else if let Some(v) = line.strip_prefix("X-Amz-Target:") {
-                            target = v.trim().to_string();
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
+                while let Some((head, body)) = read_request(&mut reader) {
+                    let target = header(&head, "x-amz-target").unwrap_or_default();
                     let req: Value = serde_json::from_slice(&body).unwrap();
-                    let (status, reply) = fake.handle(&target, &req);
+                    let (status, reply) = fake.handle(target, &req);
                     let text = reply.to_string();
                     write!(
                         conn,
@@ -167,10 +175,11 @@ pub fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut head = String::new();
-                while reader.read_line(&mut head).unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {}
-                lock(&lines).push(head.trim_end().to_string());
-                let target = head.split_whitespace().nth(1).unwrap_or_default();
+                let Some((head, _)) = read_request(&mut reader) else {
+                    return;
+                };
+                lock(&lines).push(head.join("\r\n"));
+                let target = head[0].split_whitespace().nth(1).unwrap_or_default();
                 let Ok(mut upstream) = TcpStream::connect(target) else {
                     let _ =
                         conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");

@@ -60,7 +60,7 @@ impl<In: Transport> Connector<In> for TcpConnector {
             Some(proxy) => tunnel(proxy, details)?,
         });
         stream.set_nodelay(true)?;
-        let handle: Weak<dyn ShutdownHandle> = Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>;
+        let handle = Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>;
         (details.register_shutdown)(handle)?;
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),

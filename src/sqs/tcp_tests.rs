@@ -1,5 +1,6 @@
 use super::*;
-use std::io::{BufRead, BufReader};
+use crate::sqs::fake::read_request;
+use std::io::BufReader;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use ureq::Timeout;
@@ -186,22 +187,7 @@ fn serve<S: Read + Write>(
             let wrap = Arc::clone(&wrap);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(wrap(conn));
-                loop {
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap();
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0u8; length];
-                    reader.read_exact(&mut body).unwrap();
+                while let Some((_, body)) = read_request(&mut reader) {
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{}",
                         body.len(),
