@@ -1,7 +1,7 @@
 //! Finding and masking secrets in text, plain Rust: PEM private-key blocks (whatever quoting or
-//! escaping surrounds them in an SQL statement), literal secrets a function was given, and — in
-//! text that calls set_token_key() — anything shaped like a token key (64+ hex digits, 43+
-//! base64 characters). Used on statement text in place (same length, so positions in it stay
+//! escaping surrounds them in an SQL statement), literal secrets a function was given, in text
+//! that calls set_token_key() anything shaped like a token key (64+ hex digits, 43+ base64
+//! characters), and in text that names sqs_loader.proxy the user information of URLs. Used on statement text in place (same length, so positions in it stay
 //! valid) and on copies of log messages.
 
 use std::ops::Range;
@@ -98,9 +98,48 @@ fn token_key_runs(text: &[u8]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// Whether the text names the proxy setting (in any case), so that the user information of the
+/// URLs in it (`http://user:password@host`) is to be masked.
+pub fn mentions_proxy(text: &[u8]) -> bool {
+    const NAME: &[u8] = b"sqs_loader.proxy";
+    text.windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME))
+}
+
+/// The user information of every URL in `text`: what lies between `://` and the last `@`
+/// before the authority ends (at `/`, `?`, `#`, a quote, a backslash or white space).
+fn url_userinfo(text: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(p) = find(text, b"://", at) {
+        let start = p + 3;
+        let end = text[start..]
+            .iter()
+            .position(|&c| {
+                matches!(c, b'/' | b'?' | b'#' | b'\'' | b'"' | b'\\') || c.is_ascii_whitespace()
+            })
+            .map_or(text.len(), |e| start + e);
+        if let Some(sign) = text[start..end].iter().rposition(|&c| c == b'@') {
+            out.push(start..start + sign);
+        }
+        at = start;
+    }
+    out
+}
+
+/// The user information to mask: that of the URLs in `text` if it names the proxy setting.
+fn proxy_userinfo(text: &[u8]) -> Vec<Range<usize>> {
+    if mentions_proxy(text) {
+        url_userinfo(text)
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether `text` holds anything [`mask_in_place`] would mask.
 pub fn holds_secret(text: &[u8], rules: &Rules) -> bool {
     has_private_key(text)
+        || !proxy_userinfo(text).is_empty()
         || rules
             .secrets
             .iter()
@@ -109,13 +148,20 @@ pub fn holds_secret(text: &[u8], rules: &Rules) -> bool {
 }
 
 /// Mask, in place, every base64 character of every private-key body, every occurrence of each
-/// literal secret and, if asked, every token-key-shaped run. The length never changes. Returns
+/// literal secret, the user information of URLs in text naming the proxy setting and, if
+/// asked, every token-key-shaped run. The length never changes. Returns
 /// whether anything was masked.
 pub fn mask_in_place(text: &mut [u8], rules: &Rules) -> bool {
     let secrets = rules.secrets;
     let mut changed = false;
     if rules.token_key_literals {
         for r in token_key_runs(text) {
+            text[r].fill(MASK);
+            changed = true;
+        }
+    }
+    for r in proxy_userinfo(text) {
+        if !r.is_empty() {
             text[r].fill(MASK);
             changed = true;
         }

@@ -124,3 +124,37 @@ proptest::proptest! {
         proptest::prop_assert!(!out.contains(&body));
     }
 }
+
+#[test]
+fn a_proxy_urls_user_information_is_masked_where_the_setting_is_named() {
+    for (stmt, kept) in [
+        (
+            "SET sqs_loader.proxy = 'http://ops:s3cret@10.0.0.5:3128'",
+            "SET sqs_loader.proxy = 'http://",
+        ),
+        (
+            "ALTER ROLE r SET \"SQS_LOADER.PROXY\" TO 'http://t0ken@proxy:3128/'",
+            "@proxy:3128/'",
+        ),
+        (
+            "ALTER SYSTEM SET sqs_loader.proxy=\"http://a:b@c@proxy\"",
+            "@proxy\"",
+        ),
+    ] {
+        let out = masked_str(stmt, &[]);
+        assert_eq!(out.len(), stmt.len());
+        assert!(
+            !out.contains("s3cret") && !out.contains("t0ken") && !out.contains("a:b@c"),
+            "{out}"
+        );
+        assert!(out.contains(kept) && out.contains("***"), "{out}");
+    }
+    // Text that does not name the setting keeps its URLs; a URL without user information
+    // keeps everything.
+    for stmt in [
+        "SELECT sqs_pull('http://user@example.com/q', 1)",
+        "SET sqs_loader.proxy = 'http://10.0.0.5:3128'",
+    ] {
+        assert_eq!(masked_str(stmt, &[]), stmt);
+    }
+}

@@ -3,6 +3,7 @@
 //! backend's own thread. The table of every setting is in docs/reference.md (checked against
 //! pg_settings by a test).
 
+use super::log_guard;
 use crate::sqs::credentials::Configured;
 use crate::sqs::http::CallOptions;
 use crate::sqs::Protocol;
@@ -386,8 +387,8 @@ unsafe extern "C-unwind" fn secret_check_hook(
     )
 }
 
-/// `sqs_loader.proxy`: a URL [`crate::sqs::http::proxy`] takes, and a password only from a
-/// source other roles cannot read.
+/// `sqs_loader.proxy`: a URL [`crate::sqs::http::proxy`] takes, and a user or password only
+/// from a source other roles cannot read.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn proxy_check_hook(
     newval: *mut *mut std::ffi::c_char,
@@ -410,10 +411,19 @@ unsafe extern "C-unwind" fn proxy_check_hook(
             );
         }
     };
-    if proxy.password().is_some() && readable_by_others(source) {
+    // The secret of the URL: its password, or a user name given alone (a token).
+    let Some(secret) = proxy.password().or(proxy.username()) else {
+        return true;
+    };
+    // Masked in this statement's text (the log's STATEMENT line, pg_stat_activity) and in
+    // this session's later log lines, as the secrets given to the functions are.
+    if pg_sys::IsUnderPostmaster {
+        log_guard::protect_statement(&[secret.as_bytes()]);
+    }
+    if readable_by_others(source) {
         return check_hook_error(
             pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            c"a proxy password cannot be stored with ALTER DATABASE/ROLE SET or a function SET clause",
+            c"a proxy's user or password cannot be stored with ALTER DATABASE/ROLE SET or a function SET clause",
             c"Those are readable by every role. Use postgresql.conf or ALTER SYSTEM.",
         );
     }

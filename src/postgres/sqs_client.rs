@@ -16,17 +16,20 @@ use pgrx::Spi;
 /// database d". The check hooks refuse that only in sessions where the library is loaded; this
 /// finds what got through elsewhere.
 fn secrets_in_catalog() -> Vec<String> {
-    // Schema-qualified and operator-free: it runs with the caller's search_path.
+    // Schema-qualified, operators included: it must not depend on the caller's search_path.
     Spi::connect(|c| {
         c.select(
-            "SELECT pg_catalog.concat_ws(' in ', 'role ' || r.rolname, 'database ' || d.datname)
+            "SELECT pg_catalog.concat_ws(' in ',
+                        'role ' OPERATOR(pg_catalog.||) r.rolname::text,
+                        'database ' OPERATOR(pg_catalog.||) d.datname::text)
                FROM pg_catalog.pg_db_role_setting s
-               LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
-               LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+               LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
+               LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
               WHERE EXISTS (SELECT 1 FROM pg_catalog.unnest(s.setconfig) AS c(setting)
-                             WHERE pg_catalog.starts_with(c.setting, 'sqs_loader.aws_')
-                                OR (pg_catalog.starts_with(c.setting, 'sqs_loader.proxy=')
-                                    AND pg_catalog.strpos(c.setting, '@') OPERATOR(pg_catalog.>) 0))",
+                             CROSS JOIN LATERAL pg_catalog.lower(c.setting) AS l(setting)
+                             WHERE pg_catalog.starts_with(l.setting, 'sqs_loader.aws_')
+                                OR (pg_catalog.starts_with(l.setting, 'sqs_loader.proxy=')
+                                    AND pg_catalog.strpos(l.setting, '@') OPERATOR(pg_catalog.>) 0))",
             None,
             &[],
         )

@@ -56,7 +56,7 @@ impl<In: Transport> Connector<In> for TcpConnector {
             return Ok(Some(Either::A(made)));
         }
         let stream = Arc::new(match details.config.proxy() {
-            None => connect(&details.addrs, details)?,
+            None => connect(&details.addrs, &Budget::of(details), details)?,
             Some(proxy) => tunnel(proxy, details)?,
         });
         stream.set_nodelay(true)?;
@@ -70,22 +70,21 @@ impl<In: Transport> Connector<In> for TcpConnector {
     }
 }
 
-/// Tries `addrs` in turn. With a timeout, each address but the last gets half the time left
-/// (at least [`MIN_PER_ADDRESS`]); an address that refuses or cannot be reached passes to the
-/// next one, any other error ends the attempt.
-fn connect(addrs: &[SocketAddr], details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
-    let total = details.timeout.not_zero().map(|d| *d);
-    let start = Instant::now();
+/// Tries `addrs` in turn within `budget` (None: no limit; else the time left until the
+/// deadline): each address but the last gets half the time left (at least
+/// [`MIN_PER_ADDRESS`]); an address that refuses or cannot be reached passes to the next one,
+/// any other error ends the attempt.
+fn connect(
+    addrs: &[SocketAddr],
+    budget: &Budget,
+    details: &ConnectionDetails,
+) -> Result<TcpStream, ureq::Error> {
     let count = addrs.len();
     let mut last = None;
     for (i, addr) in addrs.iter().enumerate() {
-        let attempt = match total {
+        let attempt = match budget.left(details)? {
             None => TcpStream::connect(addr),
-            Some(total) => {
-                let left = total.saturating_sub(start.elapsed());
-                if left.is_zero() {
-                    return Err(ureq::Error::Timeout(details.timeout.reason));
-                }
+            Some(left) => {
                 let this = if i + 1 < count {
                     (left / 2).max(MIN_PER_ADDRESS).min(left)
                 } else {
@@ -111,31 +110,74 @@ fn connect(addrs: &[SocketAddr], details: &ConnectionDetails) -> Result<TcpStrea
     }))
 }
 
+/// The deadline of opening one connection (ureq's timeout for it, from when it started).
+struct Budget(Option<Instant>);
+
+impl Budget {
+    fn of(details: &ConnectionDetails) -> Budget {
+        Budget(details.timeout.not_zero().map(|d| Instant::now() + *d))
+    }
+
+    /// The time left (None: no limit); a timeout error when none is.
+    fn left(&self, details: &ConnectionDetails) -> Result<Option<Duration>, ureq::Error> {
+        match self.0 {
+            None => Ok(None),
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(d) if !d.is_zero() => Ok(Some(d)),
+                _ => Err(ureq::Error::Timeout(details.timeout.reason)),
+            },
+        }
+    }
+}
+
 /// The longest answer to a CONNECT read before giving up on the proxy.
 const MAX_PROXY_ANSWER: usize = 8 * 1024;
 
-/// A tunnel through an HTTP CONNECT proxy to the first of the target's addresses, which the
-/// agent's resolver produced and checked (ureq's own CONNECT connector lets the proxy resolve
-/// the name, which the address check never sees, and with `resolve_target` it writes the port
+/// A tunnel through an HTTP CONNECT proxy to the target's addresses, which the agent's
+/// resolver produced and checked (ureq's own CONNECT connector lets the proxy resolve the
+/// name, which the address check never sees, and with `resolve_target` it writes the port
 /// twice). The proxy's own address is resolved by the same resolver, which lets it through.
+/// When the proxy cannot reach an address (a 5xx answer), the next one is tried.
 fn tunnel(proxy: &ureq::Proxy, details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
-    let failed = |why: String| ureq::Error::ConnectProxyFailed(why);
-    let target = *details
-        .addrs
-        .first()
-        .ok_or_else(|| failed("no address to ask the proxy for".into()))?;
-    let deadline = details.timeout.not_zero().map(|d| Instant::now() + *d);
+    if proxy.protocol() != ureq::ProxyProtocol::Http {
+        return Err(ureq::Error::ConnectProxyFailed(
+            "not an HTTP CONNECT proxy".into(),
+        ));
+    }
+    let budget = Budget::of(details);
     let proxy_addrs = details
         .resolver
         .resolve(proxy.uri(), details.config, details.timeout)?;
-    let stream = connect(&proxy_addrs, details)?;
-    let left = || match deadline {
-        None => Ok(None),
-        Some(at) => match at.checked_duration_since(Instant::now()) {
-            Some(d) if !d.is_zero() => Ok(Some(d)),
-            _ => Err(ureq::Error::Timeout(details.timeout.reason)),
-        },
-    };
+    let mut last = ureq::Error::ConnectProxyFailed("no address to ask the proxy for".into());
+    for target in details.addrs.iter() {
+        let stream = connect(&proxy_addrs, &budget, details)?;
+        match ask(proxy, &stream, *target, &budget, details)? {
+            Answer::Open => return Ok(stream),
+            Answer::Unreachable(code) => {
+                last = ureq::Error::ConnectProxyFailed(format!("the proxy answered {code}"))
+            }
+        }
+    }
+    Err(last)
+}
+
+/// What a proxy said to CONNECT, when it did not refuse outright.
+enum Answer {
+    Open,
+    /// A 5xx: the proxy could not reach this address; another may do.
+    Unreachable(u16),
+}
+
+/// Ask the proxy on `stream` for a tunnel to `target`. Errors quote the status code only:
+/// what else a proxy writes is not shown to the roles that call the functions.
+fn ask(
+    proxy: &ureq::Proxy,
+    stream: &TcpStream,
+    target: SocketAddr,
+    budget: &Budget,
+    details: &ConnectionDetails,
+) -> Result<Answer, ureq::Error> {
+    let failed = |why: String| ureq::Error::ConnectProxyFailed(why);
     let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(user) = proxy.username() {
         use base64::Engine as _;
@@ -145,37 +187,46 @@ fn tunnel(proxy: &ureq::Proxy, details: &ConnectionDetails) -> Result<TcpStream,
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
-    stream.set_write_timeout(left()?)?;
-    (&stream)
+    stream.set_write_timeout(budget.left(details)?)?;
+    let mut writer = stream;
+    writer
         .write_all(head.as_bytes())
         .map_err(|e| io_error(e, details.timeout))?;
     // Byte by byte up to the blank line: what follows it is the tunnel's, not the proxy's.
     let mut answer = Vec::with_capacity(128);
     let mut byte = [0u8];
-    while !answer.ends_with(b"\r\n\r\n") {
+    while !(answer.ends_with(b"\r\n\r\n") || answer.ends_with(b"\n\n")) {
         if answer.len() >= MAX_PROXY_ANSWER {
             return Err(failed("the proxy's answer to CONNECT is too long".into()));
         }
-        stream.set_read_timeout(left()?)?;
-        match (&stream).read(&mut byte) {
+        stream.set_read_timeout(budget.left(details)?)?;
+        let mut reader = stream;
+        match reader.read(&mut byte) {
             Ok(0) => return Err(failed("the proxy closed the connection".into())),
             Ok(_) => answer.push(byte[0]),
             Err(e) => return Err(io_error(e, details.timeout)),
         }
     }
-    let status_line = String::from_utf8_lossy(&answer);
-    let status_line = status_line.lines().next().unwrap_or_default();
-    let ok = status_line
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|code| code.len() == 3 && code.starts_with('2'));
-    if !ok {
-        return Err(failed(format!("the proxy answered {status_line:?}")));
+    let code = answer
+        .strip_prefix(b"HTTP/1.")
+        .and_then(|rest| rest.get(1..5))
+        .filter(|c| c[0] == b' ' && c[1..].iter().all(u8::is_ascii_digit))
+        .map(|c| {
+            c[1..]
+                .iter()
+                .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'))
+        })
+        .ok_or_else(|| failed("the proxy's answer to CONNECT is not HTTP".into()))?;
+    match code {
+        200..=299 => {
+            // A new transport starts from a socket without timeouts.
+            stream.set_read_timeout(None)?;
+            stream.set_write_timeout(None)?;
+            Ok(Answer::Open)
+        }
+        500..=599 => Ok(Answer::Unreachable(code)),
+        _ => Err(failed(format!("the proxy answered {code}"))),
     }
-    // A new transport starts from a socket without timeouts.
-    stream.set_read_timeout(None)?;
-    stream.set_write_timeout(None)?;
-    Ok(stream)
 }
 
 /// An error about this address only: the next one may work.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::sqs::fake::read_request;
+use crate::sqs::fake::{connect_proxy, lock, read_request};
 use std::io::BufReader;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -304,4 +304,62 @@ fn an_address_that_refuses_passes_to_the_next() {
         .unwrap();
     assert_eq!(reply.body_mut().read_to_string().unwrap(), "hello");
     assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+/// Fixed addresses for one host name; the rest as ureq resolves them.
+#[derive(Debug)]
+struct Fixed(&'static str, Vec<std::net::SocketAddr>);
+
+impl ureq::unversioned::resolver::Resolver for Fixed {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        if uri.host() != Some(self.0) {
+            return ureq::unversioned::resolver::DefaultResolver::default()
+                .resolve(uri, config, timeout);
+        }
+        let mut out = self.empty();
+        for a in &self.1 {
+            out.push(*a);
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn through_a_proxy_an_address_it_cannot_reach_passes_to_the_next() {
+    let echo = serve(Arc::new(AtomicUsize::new(0)), |s| s);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (proxy_url, seen) = connect_proxy();
+    let agent = ureq::Agent::with_parts(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .proxy(Some(super::super::http::proxy(&proxy_url).unwrap()))
+            .build(),
+        ().chain(TcpConnector),
+        Fixed("queue.test", vec![closed, echo]),
+    );
+    let answer = agent
+        .post("http://queue.test/")
+        .send("hello")
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(answer, "hello");
+    let asked: Vec<String> = lock(&seen)
+        .iter()
+        .map(|head| head.lines().next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        asked,
+        [closed, echo].map(|a| format!("CONNECT {a} HTTP/1.1")),
+        "the proxy answered 502 for the first, and was asked for the next"
+    );
 }

@@ -478,19 +478,71 @@ fn the_proxy_is_the_superusers_choice_and_its_password_stays_hidden() {
         assert_eq!(sqlstate(&e), "22023", "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }
-    // A password is not stored where every role reads it; a proxy without one may be.
-    let e = c
-        .batch_execute(&format!(
-            "ALTER ROLE {role} SET sqs_loader.proxy = 'http://ops:s3cret@127.0.0.1:3128'"
-        ))
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), "42501", "{e:?}");
-    assert!(!format!("{e:?}").contains("s3cret"));
+    // A password, or a user name alone (a token), is not stored where every role reads it,
+    // and the refused statement's log line does not show it.
+    for (url, secret) in [
+        ("http://ops:pw4refused@127.0.0.1:3128", "pw4refused"),
+        ("http://token4refused@127.0.0.1:3128", "token4refused"),
+    ] {
+        let e = c
+            .batch_execute(&format!("ALTER ROLE {role} SET sqs_loader.proxy = '{url}'"))
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        assert!(!format!("{e:?}").contains(secret));
+    }
+    // A superuser's SET is masked in pg_stat_activity and in the log, statements logged.
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    c.batch_execute("SET log_statement = 'all'").unwrap();
+    c.batch_execute("SET sqs_loader.proxy = 'http://ops:pw4activity@127.0.0.1:3128'")
+        .unwrap();
+    let seen: String = connect(&db.name)
+        .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .unwrap()
+        .get(0);
+    assert!(
+        seen.contains("sqs_loader.proxy") && !seen.contains("pw4activity"),
+        "{seen}"
+    );
+    c.batch_execute("RESET sqs_loader.proxy; RESET log_statement")
+        .unwrap();
+    let log = server_log();
+    for secret in ["pw4refused", "token4refused", "pw4activity"] {
+        assert!(!log.contains(secret), "{secret} in the server log");
+    }
+    // What log_statement wrote, masked to the same length.
+    let masked = format!(
+        "sqs_loader.proxy = 'http://{}@127.0.0.1:3128'",
+        "*".repeat(15)
+    );
+    assert!(
+        log.contains(&masked),
+        "the SET was logged, masked: {:?}",
+        log.lines()
+            .filter(|l| l.contains("proxy"))
+            .collect::<Vec<_>>()
+    );
+    // A proxy without a secret may be stored for a role; the role still cannot read it.
     c.batch_execute(&format!(
-        "ALTER ROLE {role} SET sqs_loader.proxy = 'http://127.0.0.1:3128';
-         ALTER ROLE {role} RESET sqs_loader.proxy"
+        "ALTER ROLE {role} SET sqs_loader.proxy = 'http://127.0.0.1:3128'"
     ))
     .unwrap();
+    let mut r = connect_as(&db.name, &role);
+    for sql in [
+        "SHOW sqs_loader.proxy",
+        "SELECT current_setting('sqs_loader.proxy')",
+    ] {
+        let e = r.batch_execute(sql).unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+    }
+    assert_eq!(
+        count(
+            &mut r,
+            "SELECT count(*) FROM pg_settings WHERE name = 'sqs_loader.proxy'"
+        ),
+        0
+    );
+    c.batch_execute(&format!("ALTER ROLE {role} RESET sqs_loader.proxy"))
+        .unwrap();
     // It routes the requests: through a proxy nobody listens on, a pull fails; without, it works.
     let url = create_queue(&mut c, "proxy");
     let closed = {
