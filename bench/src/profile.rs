@@ -41,7 +41,10 @@ pub fn profile(sqs: &Sqs) -> String {
         })
         .collect();
     let pids: Vec<i32> = loaders.iter().map(|l| l.1).collect();
-    let data = format!("{}/bench/results/perf.data", env("BENCH_ROOT"));
+    let dir = format!("{}/bench/results", env("BENCH_ROOT"));
+    // perf writes here while the load runs; the tables' directory is made only at the end.
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = format!("{dir}/perf.data");
     // System-wide: `-p` misses most of the short-lived I/O threads, which do half the work.
     let mut perf = Command::new("perf")
         .args(["record", "-F", "997", "-g", "-a", "-o", &data])
