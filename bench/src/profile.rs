@@ -1,9 +1,11 @@
 //! 5. profile (only when asked: `make bench ARGS=profile`): one `CALL load_user_logins()` at 4
 //!    parallel requests draining 50,000 sample-shaped messages from fauxqs, with `perf record -g
 //!    -a` running; prints the loading backend's CPU per message, the rows inserted and undone
-//!    (a failed plain INSERT) per table, and its top symbols, and
+//!    (a failed plain INSERT) per table, the WAL per message, and its top symbols, and
 //!    leaves the profile in bench/results/perf.data (`perf report -i …` to browse it).
 //!    `BENCH_PROFILE_RUNS=2 BENCH_PROFILE_PARALLEL=8` profiles two concurrent runs at 8 instead.
+//!    The measured load follows one of the same size and a checkpoint (the steady state of a
+//!    server that has been loading); `BENCH_PROFILE_COLD=1` profiles the first load instead.
 
 use crate::common::{connect, env, env_or, messages, reset_tables};
 use crate::sqs::Sqs;
@@ -24,8 +26,32 @@ pub fn profile(sqs: &Sqs) -> String {
     let url = sqs.create(&format!("bench-profile-{}", std::process::id()));
     sqs.fill(&url, &m.bodies);
     let mut c = connect("bench");
+    // A server that has been loading for a while has its shared buffers mapped and old WAL
+    // segments to recycle; a fresh one zero-fills every new 16 MB segment inside the committing
+    // backend and clears each buffer page it touches first (in the kernel). One load of the same
+    // size before the measured one, then a checkpoint (which recycles its segments), so the
+    // profile shows the loader's steady state. BENCH_PROFILE_COLD=1 profiles the first load.
+    let warm = std::env::var("BENCH_PROFILE_COLD").is_err();
+    if warm {
+        let w = messages(n, 0x9f0e);
+        let wurl = sqs.create(&format!("bench-profile-warm-{}", std::process::id()));
+        sqs.fill(&wurl, &w.bodies);
+        reset_tables(&mut c);
+        let mut l = connect("bench");
+        l.batch_execute(&format!(
+            "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
+             SET sqs_loader.max_seconds = 3600; SET sqs_loader.endpoint = '{}';",
+            sqs.base
+        ))
+        .unwrap();
+        l.query_one("CALL load_user_logins($1)", &[&wurl]).unwrap();
+    }
     reset_tables(&mut c);
+    if warm {
+        c.batch_execute("CHECKPOINT").unwrap();
+    }
     let inserted_before = inserted(&mut c);
+    let wal_before = wal(&mut c);
     let mut loaders: Vec<(Client, i32)> = (0..runs)
         .map(|_| {
             let mut l = connect("bench");
@@ -116,6 +142,16 @@ pub fn profile(sqs: &Sqs) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let w = wal(&mut c);
+    let per = |i: usize| (w[i] - wal_before[i]) as f64 / n as f64;
+    let wal_line = format!(
+        "WAL per message (the whole cluster's, from pg_stat_wal): {:.0} bytes in {:.1} records, {:.2} full-page images; \
+         {:.3} writes by a backend because the WAL buffers were full",
+        per(0),
+        per(1),
+        per(2),
+        per(3)
+    );
     let pid_list = pids
         .iter()
         .map(|p| p.to_string())
@@ -150,11 +186,16 @@ pub fn profile(sqs: &Sqs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n### Profile: {runs} load_user_logins() at {parallel} parallel, {n} messages, fauxqs\n\n\
+        "\n### Profile: {runs} load_user_logins() at {parallel} parallel, {n} messages, fauxqs, {}\n\n\
          {:.0} msg/s; the loading backends and their I/O threads used {:.2} s of CPU: **{:.1} µs per message**, \
          of which the backends' own threads {:.1} µs and their I/O threads (HTTP, JSON, signing) {:.1} µs; \
-         {started} threads or processes were started on the machine meanwhile. {undone}.\n\
+         {started} threads or processes were started on the machine meanwhile. {undone}. {wal_line}.\n\
          the top symbols of the loading backends and their I/O threads (self time, ≥ 1 % of their samples; `perf report -i bench/results/perf.data --pid {pid_list}`):\n\n{top}",
+        if warm {
+            "after a load of the same size and a checkpoint"
+        } else {
+            "the first load on a fresh cluster (BENCH_PROFILE_COLD)"
+        },
         n as f64 / took,
         used,
         used * 1e6 / n as f64,
@@ -163,6 +204,17 @@ pub fn profile(sqs: &Sqs) -> String {
     );
     print!("{out}");
     out
+}
+
+/// The cluster's WAL so far: bytes, records, full-page images, writes because the buffers were full.
+fn wal(c: &mut Client) -> [i64; 4] {
+    let r = c
+        .query_one(
+            "SELECT wal_bytes::bigint, wal_records, wal_fpi, wal_buffers_full FROM pg_stat_wal",
+            &[],
+        )
+        .unwrap();
+    [r.get(0), r.get(1), r.get(2), r.get(3)]
 }
 
 /// For the tables a load inserts into: rows inserted since the server started (committed or
