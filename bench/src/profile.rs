@@ -1,8 +1,8 @@
 //! 5. profile (only when asked: `make bench ARGS=profile`): one `CALL load_user_logins()` at 4
 //!    parallel requests draining 50,000 sample-shaped messages from fauxqs, with `perf record -g
 //!    -a` running; prints the loading backend's CPU per message, the rows inserted and undone
-//!    (a failed plain INSERT) per table, the WAL per message, and its top symbols, and
-//!    leaves the profile in bench/results/perf.data (`perf report -i …` to browse it).
+//!    (a failed plain INSERT) per table, the WAL per message and by record type, and its top
+//!    symbols, and leaves the profile in bench/results/perf.data (`perf report -i …` to browse it).
 //!    `BENCH_PROFILE_RUNS=2 BENCH_PROFILE_PARALLEL=8` profiles two concurrent runs at 8 instead.
 //!    The measured load follows one of the same size and a checkpoint (the steady state of a
 //!    server that has been loading); `BENCH_PROFILE_COLD=1` profiles the first load instead.
@@ -52,6 +52,7 @@ pub fn profile(sqs: &Sqs) -> String {
     }
     let inserted_before = inserted(&mut c);
     let wal_before = wal(&mut c);
+    let lsn_before = lsn(&mut c);
     let mut loaders: Vec<(Client, i32)> = (0..runs)
         .map(|_| {
             let mut l = connect("bench");
@@ -143,6 +144,7 @@ pub fn profile(sqs: &Sqs) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     let w = wal(&mut c);
+    let records = wal_records(&mut c, &lsn_before);
     let per = |i: usize| (w[i] - wal_before[i]) as f64 / n as f64;
     let wal_line = format!(
         "WAL per message (the whole cluster's, from pg_stat_wal): {:.0} bytes in {:.1} records, {:.2} full-page images; \
@@ -189,7 +191,8 @@ pub fn profile(sqs: &Sqs) -> String {
         "\n### Profile: {runs} load_user_logins() at {parallel} parallel, {n} messages, fauxqs, {}\n\n\
          {:.0} msg/s; the loading backends and their I/O threads used {:.2} s of CPU: **{:.1} µs per message**, \
          of which the backends' own threads {:.1} µs and their I/O threads (HTTP, JSON, signing) {:.1} µs; \
-         {started} threads or processes were started on the machine meanwhile. {undone}. {wal_line}.\n\
+         {started} threads or processes were started on the machine meanwhile. {undone}. {wal_line}.\n\n\
+         The WAL by record type (`pg_waldump --stats=record`, ≥ 2 % of the records):\n\n{records}\n\
          the top symbols of the loading backends and their I/O threads (self time, ≥ 1 % of their samples; `perf report -i bench/results/perf.data --pid {pid_list}`):\n\n{top}",
         if warm {
             "after a load of the same size and a checkpoint"
@@ -215,6 +218,48 @@ fn wal(c: &mut Client) -> [i64; 4] {
         )
         .unwrap();
     [r.get(0), r.get(1), r.get(2), r.get(3)]
+}
+
+fn lsn(c: &mut Client) -> String {
+    c.query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// `pg_waldump --stats=record` from `start` to now: the record types with ≥ 2 % of the records.
+fn wal_records(c: &mut Client, start: &str) -> String {
+    let end = lsn(c);
+    let r = c
+        .query_one(
+            "SELECT (SELECT setting FROM pg_config WHERE name = 'BINDIR'), current_setting('data_directory')",
+            &[],
+        )
+        .unwrap();
+    let (bindir, data): (String, String) = (r.get(0), r.get(1));
+    let out = Command::new(format!("{bindir}/pg_waldump"))
+        .args([
+            "--stats=record",
+            "-p",
+            &format!("{data}/pg_wal"),
+            "-s",
+            start,
+            "-e",
+            &end,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            // "Heap/INSERT  N  ( 12.34)  record size ..." rows: the header and the frequent types.
+            let share = l
+                .split_once('(')
+                .and_then(|(_, r)| r.split_once(')'))
+                .and_then(|(p, _)| p.trim().parse::<f64>().ok());
+            l.starts_with("Type") || share.is_some_and(|p| p >= 2.0)
+        })
+        .map(|l| format!("    {l}\n"))
+        .collect()
 }
 
 /// For the tables a load inserts into: rows inserted since the server started (committed or
