@@ -124,6 +124,21 @@ pub fn reset_tables(c: &mut Client) {
     .unwrap();
 }
 
+/// A session of database `bench` set up to drain a queue of `endpoint` (emulators name queues
+/// after hosts that need not resolve: requests go to the emulator) with `parallel` requests in
+/// flight, until the queue is empty; and its backend's pid.
+pub fn loader_session(endpoint: &str, parallel: usize) -> (Client, i32) {
+    let mut c = connect("bench");
+    c.batch_execute(&format!(
+        "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
+         SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
+         SET sqs_loader.endpoint = '{endpoint}';"
+    ))
+    .unwrap();
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    (c, pid)
+}
+
 /// Database `bench` with the extension, pgcrypto and the benchmark's RSA public key.
 pub fn setup_db() {
     let mut admin = connect("postgres");

@@ -3,7 +3,8 @@
 //!    concurrent runs), a background worker, and a Python reference loader.
 
 use crate::common::{
-    connect, count, env, has_setting, max, median, messages, min, reset_tables, Table,
+    connect, count, env, has_setting, loader_session, max, median, messages, min, reset_tables,
+    Table,
 };
 use crate::sqs::{Depth, Sqs};
 use std::fmt::Write as _;
@@ -75,19 +76,11 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
                 .map(|_| {
                     let (url, barrier, base) = (url.clone(), barrier.clone(), sqs.base.clone());
                     std::thread::spawn(move || {
-                        let mut c = connect("bench");
-                        // Emulators name queues after hosts that need not resolve: send to the emulator.
-                        c.batch_execute(&format!(
-                            "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
-                             SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
-                             SET sqs_loader.endpoint = '{base}';"
-                        ))
-                        .unwrap();
+                        let (mut c, pid) = loader_session(&base, parallel);
                         if let Some(adapt) = adapt {
                             c.batch_execute(&format!("SET sqs_loader.adapt_requests = {adapt}"))
                                 .unwrap();
                         }
-                        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
                         // The process (with its I/O threads, also those that ended) and its
                         // own thread.
                         let (all, main) = (pid.to_string(), format!("{pid}/task/{pid}"));

@@ -7,7 +7,7 @@
 //!    The measured load follows one of the same size and a checkpoint (the steady state of a
 //!    server that has been loading); `BENCH_PROFILE_COLD=1` profiles the first load instead.
 
-use crate::common::{connect, env, env_or, messages, reset_tables};
+use crate::common::{connect, env, env_or, loader_session, messages, reset_tables};
 use crate::sqs::Sqs;
 use postgres::Client;
 use std::fmt::Write as _;
@@ -36,15 +36,10 @@ pub fn profile(sqs: &Sqs) -> String {
         let w = messages(n, 0x9f0e);
         let wurl = sqs.create(&format!("bench-profile-warm-{}", std::process::id()));
         sqs.fill(&wurl, &w.bodies);
-        reset_tables(&mut c);
-        let mut l = connect("bench");
-        l.batch_execute(&format!(
-            "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
-             SET sqs_loader.max_seconds = 3600; SET sqs_loader.endpoint = '{}';",
-            sqs.base
-        ))
-        .unwrap();
-        l.query_one("CALL load_user_logins($1)", &[&wurl]).unwrap();
+        loader_session(&sqs.base, parallel)
+            .0
+            .query_one("CALL load_user_logins($1)", &[&wurl])
+            .unwrap();
     }
     reset_tables(&mut c);
     if warm {
@@ -54,18 +49,7 @@ pub fn profile(sqs: &Sqs) -> String {
     let wal_before = wal(&mut c);
     let lsn_before = lsn(&mut c);
     let mut loaders: Vec<(Client, i32)> = (0..runs)
-        .map(|_| {
-            let mut l = connect("bench");
-            l.batch_execute(&format!(
-                "SET sqs_loader.max_parallel_requests = {parallel}; SET sqs_loader.wait_seconds = 0;
-                 SET sqs_loader.max_seconds = 3600; SET sqs_loader.visibility_timeout = 300;
-                 SET sqs_loader.endpoint = '{}';",
-                sqs.base
-            ))
-            .unwrap();
-            let pid: i32 = l.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-            (l, pid)
-        })
+        .map(|_| loader_session(&sqs.base, parallel))
         .collect();
     let pids: Vec<i32> = loaders.iter().map(|l| l.1).collect();
     let dir = format!("{}/bench/results", env("BENCH_ROOT"));
