@@ -228,8 +228,10 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
                 .as_str()
         };
         // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
+        // By the tokens' bytes (ASCII: the order of their text), not `token()`'s &str, which
+        // checks the bytes are UTF-8 at every comparison.
         let mut order: Vec<usize> = (0..new.len()).collect();
-        order.sort_unstable_by(|&a, &b| token(new[a]).cmp(token(new[b])));
+        order.sort_unstable_by_key(|&j| tokens[new[j]].expect("a new value is not NULL"));
         let reuse = dk_exists
             && DATA_KEY.with(|d| {
                 d.borrow().as_ref().is_some_and(|k| {
