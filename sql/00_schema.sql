@@ -70,21 +70,38 @@ COMMENT ON TABLE sqs_loader.data_keys IS
   'AES-256 data keys, stored only wrapped with RSA-OAEP-SHA256 under an RSA public key (one per loading session).';
 COMMENT ON INDEX sqs_loader.data_keys_rsa_fingerprint IS 'Finds the data keys a rotation must re-wrap.';
 
--- Tokens and message ids are opaque: byte order (COLLATE "C") makes their B-trees cheaper.
+-- The vault's key: 16 bytes instead of the token's 46 characters. The B-tree is half the size
+-- and a store cheaper per value (docs/performance.md). The first 16 bytes of the SHA-256 of the
+-- token's text (masking computes the same in Rust, src/postgres/vault.rs): every character
+-- counts, so no other text shares a token's key — forget_pii() takes any text, and must not
+-- reach another token's row. (The token's own HMAC bytes would be free, but only its first 22
+-- characters carry them.)
+CREATE FUNCTION sqs_loader.token_id(p_token text) RETURNS uuid
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.encode(pg_catalog.substr(
+    pg_catalog.sha256(pg_catalog.convert_to(p_token, pg_catalog.getdatabaseencoding())), 1, 16),
+    'hex')::pg_catalog.uuid;
+COMMENT ON FUNCTION sqs_loader.token_id(text) IS
+  'The vault key of a token: the first 16 bytes of the SHA-256 of its text. Internal.';
+
+-- Message ids are opaque: byte order (COLLATE "C") makes their B-tree cheaper.
 -- An erased value leaves a tombstone under its token (sealed NULL): masking the value again
--- conflicts on the token and stores nothing, whatever order the two transactions run in.
+-- conflicts on the token's id and stores nothing, whatever order the two transactions run in.
+-- id is the last column: where 0.2.0's upgrade added it.
 CREATE TABLE sqs_loader.vault (
-    token         text COLLATE "C" PRIMARY KEY,
+    token         text COLLATE "C" NOT NULL,
     data_key_id   bigint,
     sealed        bytea,
     erased_at     timestamptz,
     erased_by     text,
     value_erased  boolean,
+    id            uuid PRIMARY KEY,
     CHECK ((sealed IS NULL) = (data_key_id IS NULL)),
     CHECK ((sealed IS NULL) = (erased_at IS NOT NULL))
 );
 COMMENT ON TABLE sqs_loader.vault IS
-  'One row per distinct masked value: nonce || AES-256-GCM(value), the token as associated data; or, once erased with forget_pii(), a tombstone (sealed NULL) that keeps the value from being stored again.';
+  'One row per distinct masked value, keyed by sqs_loader.token_id(token): nonce || AES-256-GCM(value), the token as associated data; or, once erased with forget_pii(), a tombstone (sealed NULL) that keeps the value from being stored again.';
 
 CREATE VIEW sqs_loader.erased AS
 SELECT token, erased_at, erased_by, value_erased FROM sqs_loader.vault WHERE erased_at IS NOT NULL;

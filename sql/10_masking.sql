@@ -122,7 +122,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.rotate_rsa_key(text, text, text) IS
   'Re-wrap every data key of the old key pair under a new public key (tokens unchanged; the old private key opens nothing afterwards); superusers only. Returns how many were re-wrapped.';
 
--- One statement, so that it serialises with masking on the token's unique key: a concurrent
+-- One statement, so that it serialises with masking on the token's unique id: a concurrent
 -- transaction that is storing the value makes this wait and then erase what it committed; one
 -- that stores the value after this makes it wait and then find the tombstone.
 CREATE FUNCTION @extschema@.forget_pii(token text) RETURNS boolean
@@ -131,9 +131,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH e AS (
-        INSERT INTO sqs_loader.vault AS v (token, erased_at, erased_by, value_erased)
-        VALUES (forget_pii.token, now(), session_user, false)
-        ON CONFLICT (token) DO UPDATE
+        INSERT INTO sqs_loader.vault AS v (id, token, erased_at, erased_by, value_erased)
+        VALUES (sqs_loader.token_id(forget_pii.token), forget_pii.token, now(), session_user, false)
+        ON CONFLICT (id) DO UPDATE
            SET data_key_id = NULL, sealed = NULL, erased_at = now(), erased_by = session_user,
                value_erased = v.sealed IS NOT NULL
          WHERE v.erased_at IS NULL
@@ -143,21 +143,21 @@ $$;
 COMMENT ON FUNCTION @extschema@.forget_pii(text) IS
   'Erase a masked value (crypto-shredding): its sealed value is deleted and a tombstone keeps it from ever being stored again, whatever runs concurrently; the token stays in the data as an opaque id. True when a value was erased.';
 
--- Store sealed values under their tokens (sorted: concurrent loaders lock them in the same
--- order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
+-- Store sealed values under their tokens' ids (sorted: concurrent loaders lock them in the
+-- same order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
 -- token is new (one index descent per value instead of ON CONFLICT's two); when one is stored
 -- already (by another backend, or erased: a tombstone), the INSERT fails and is undone, and
 -- ON CONFLICT DO NOTHING stores the rest. Returns whether the plain INSERT did it.
-CREATE FUNCTION sqs_loader.vault_store(p_tokens text[], p_data_key_id bigint, p_sealed bytea[],
-                                       p_try_plain boolean) RETURNS boolean
+CREATE FUNCTION sqs_loader.vault_store(p_ids uuid[], p_tokens text[], p_data_key_id bigint,
+                                       p_sealed bytea[], p_try_plain boolean) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_try_plain THEN
         BEGIN
-            INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
-            SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s);
+            INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
+            SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s);
             RETURN true;
         EXCEPTION WHEN unique_violation THEN
             NULL;
@@ -165,14 +165,14 @@ BEGIN
     END IF;
     -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
     -- waits for a concurrent forget_pii() of the same token to commit or abort first.
-    INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
-    SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s)
-    ON CONFLICT (token) DO NOTHING;
+    INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
+    SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s)
+    ON CONFLICT (id) DO NOTHING;
     RETURN false;
 END
 $$;
-COMMENT ON FUNCTION sqs_loader.vault_store(text[], bigint, bytea[], boolean) IS
-  'Store sealed values under their tokens, never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every token is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
+COMMENT ON FUNCTION sqs_loader.vault_store(uuid[], text[], bigint, bytea[], boolean) IS
+  'Store sealed values under their tokens and ids (sqs_loader.token_id(token), computed by the caller), never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every id is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
 
 -- The one place that reveals values on the server. Callers reach it through the unmask_pii()
 -- overloads, which every role may call: the refusal of non-members happens in here, after the
@@ -202,7 +202,7 @@ BEGIN
     END IF;
     SELECT s.sealed, d.wrapped_key INTO v
       FROM sqs_loader.vault s LEFT JOIN sqs_loader.data_keys d ON d.id = s.data_key_id
-     WHERE s.token = p_token;
+     WHERE s.id = sqs_loader.token_id(p_token) AND s.token = p_token;
     IF NOT FOUND OR v.sealed IS NULL THEN
         PERFORM sqs_loader.audit_access('unmask', ARRAY[p_token],
             ARRAY[CASE WHEN FOUND THEN 'erased' ELSE 'unknown_token' END]);
@@ -266,7 +266,7 @@ BEGIN
            array_agg(d.rsa_fingerprint ORDER BY t.t)
       INTO toks, outs, seals, wraps, fps
       FROM (SELECT DISTINCT u.t FROM unnest(tokens) AS u(t) WHERE u.t IS NOT NULL) AS t
-      LEFT JOIN sqs_loader.vault v ON v.token = t.t
+      LEFT JOIN sqs_loader.vault v ON v.id = sqs_loader.token_id(t.t) AND v.token = t.t
       LEFT JOIN sqs_loader.data_keys d ON d.id = v.data_key_id;
     IF toks IS NULL THEN
         RETURN;

@@ -326,7 +326,7 @@ COMMENT ON PROCEDURE @extschema@.load_user_logins(text, integer, integer, bigint
 
 -- ---------------------------------------------------------------- PII: erasure, audit, recovery
 -- Erasure leaves a tombstone in the vault (sealed NULL) instead of a row in a separate table,
--- so that masking and erasing the same value serialise on the token's key. 0.1.0's erasures
+-- so that masking and erasing the same value serialise on the token's unique key. 0.1.0's erasures
 -- become tombstones; a value 0.1.0 stored again after its erasure (the race) is erased now.
 ALTER TABLE sqs_loader.vault
     ALTER COLUMN data_key_id DROP NOT NULL,
@@ -341,14 +341,36 @@ ON CONFLICT (token) DO UPDATE
 ALTER TABLE sqs_loader.vault
     ADD CHECK ((sealed IS NULL) = (data_key_id IS NULL)),
     ADD CHECK ((sealed IS NULL) = (erased_at IS NOT NULL));
-COMMENT ON TABLE sqs_loader.vault IS
-  'One row per distinct masked value: nonce || AES-256-GCM(value), the token as associated data; or, once erased with forget_pii(), a tombstone (sealed NULL) that keeps the value from being stored again.';
 ALTER EXTENSION sqs_loader DROP TABLE sqs_loader.erased;
 DROP TABLE sqs_loader.erased;
 CREATE VIEW sqs_loader.erased AS
 SELECT token, erased_at, erased_by, value_erased FROM sqs_loader.vault WHERE erased_at IS NOT NULL;
 COMMENT ON VIEW sqs_loader.erased IS
   'Tokens erased with forget_pii(): when, by whom, and whether a value was stored (false: erased before it was ever seen; NULL: erased by 0.1.0).';
+
+-- The vault's key: 16 bytes instead of the token's 46 characters. The B-tree is half the size
+-- and a store cheaper per value (docs/performance.md). The first 16 bytes of the SHA-256 of the
+-- token's text (masking computes the same in Rust, src/postgres/vault.rs): every character
+-- counts, so no other text shares a token's key — forget_pii() takes any text, and must not
+-- reach another token's row. (The token's own HMAC bytes would be free, but only its first 22
+-- characters carry them.)
+CREATE FUNCTION sqs_loader.token_id(p_token text) RETURNS uuid
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.encode(pg_catalog.substr(
+    pg_catalog.sha256(pg_catalog.convert_to(p_token, pg_catalog.getdatabaseencoding())), 1, 16),
+    'hex')::pg_catalog.uuid;
+COMMENT ON FUNCTION sqs_loader.token_id(text) IS
+  'The vault key of a token: the first 16 bytes of the SHA-256 of its text. Internal.';
+
+ALTER TABLE sqs_loader.vault ADD COLUMN id uuid;
+UPDATE sqs_loader.vault SET id = sqs_loader.token_id(token);
+ALTER TABLE sqs_loader.vault
+    DROP CONSTRAINT vault_pkey,
+    ADD PRIMARY KEY (id),
+    ALTER COLUMN token SET NOT NULL;
+COMMENT ON TABLE sqs_loader.vault IS
+  'One row per distinct masked value, keyed by sqs_loader.token_id(token): nonce || AES-256-GCM(value), the token as associated data; or, once erased with forget_pii(), a tombstone (sealed NULL) that keeps the value from being stored again.';
 
 -- The audit covers every access to PII now: unmask, export (sealed_values), mask (lookups).
 ALTER TABLE sqs_loader.unmask_audit
@@ -493,7 +515,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.rotate_rsa_key(text, text, text) IS
   'Re-wrap every data key of the old key pair under a new public key (tokens unchanged; the old private key opens nothing afterwards); superusers only. Returns how many were re-wrapped.';
 
--- One statement, so that it serialises with masking on the token's unique key: a concurrent
+-- One statement, so that it serialises with masking on the token's unique id: a concurrent
 -- transaction that is storing the value makes this wait and then erase what it committed; one
 -- that stores the value after this makes it wait and then find the tombstone.
 CREATE OR REPLACE FUNCTION @extschema@.forget_pii(token text) RETURNS boolean
@@ -502,9 +524,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH e AS (
-        INSERT INTO sqs_loader.vault AS v (token, erased_at, erased_by, value_erased)
-        VALUES (forget_pii.token, now(), session_user, false)
-        ON CONFLICT (token) DO UPDATE
+        INSERT INTO sqs_loader.vault AS v (id, token, erased_at, erased_by, value_erased)
+        VALUES (sqs_loader.token_id(forget_pii.token), forget_pii.token, now(), session_user, false)
+        ON CONFLICT (id) DO UPDATE
            SET data_key_id = NULL, sealed = NULL, erased_at = now(), erased_by = session_user,
                value_erased = v.sealed IS NOT NULL
          WHERE v.erased_at IS NULL
@@ -542,7 +564,7 @@ BEGIN
     END IF;
     SELECT s.sealed, d.wrapped_key INTO v
       FROM sqs_loader.vault s LEFT JOIN sqs_loader.data_keys d ON d.id = s.data_key_id
-     WHERE s.token = p_token;
+     WHERE s.id = sqs_loader.token_id(p_token) AND s.token = p_token;
     IF NOT FOUND OR v.sealed IS NULL THEN
         PERFORM sqs_loader.audit_access('unmask', ARRAY[p_token],
             ARRAY[CASE WHEN FOUND THEN 'erased' ELSE 'unknown_token' END]);
@@ -606,7 +628,7 @@ BEGIN
            array_agg(d.rsa_fingerprint ORDER BY t.t)
       INTO toks, outs, seals, wraps, fps
       FROM (SELECT DISTINCT u.t FROM unnest(tokens) AS u(t) WHERE u.t IS NOT NULL) AS t
-      LEFT JOIN sqs_loader.vault v ON v.token = t.t
+      LEFT JOIN sqs_loader.vault v ON v.id = sqs_loader.token_id(t.t) AND v.token = t.t
       LEFT JOIN sqs_loader.data_keys d ON d.id = v.data_key_id;
     IF toks IS NULL THEN
         RETURN;
@@ -1031,21 +1053,21 @@ COMMENT ON FUNCTION @extschema@.sqs_send(text, text[], text) IS
   'Send messages in one message group (what a FIFO queue requires), in order, each with its own deduplication id (a retried request is not sent twice); returns how many were sent.';
 
 -- ---------------------------------------------------------------- one call per batch (#16)
--- Store sealed values under their tokens (sorted: concurrent loaders lock them in the same
--- order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
+-- Store sealed values under their tokens' ids (sorted: concurrent loaders lock them in the
+-- same order), as masking does (src/postgres/vault.rs). A plain INSERT is the cheap way when every
 -- token is new (one index descent per value instead of ON CONFLICT's two); when one is stored
 -- already (by another backend, or erased: a tombstone), the INSERT fails and is undone, and
 -- ON CONFLICT DO NOTHING stores the rest. Returns whether the plain INSERT did it.
-CREATE FUNCTION sqs_loader.vault_store(p_tokens text[], p_data_key_id bigint, p_sealed bytea[],
-                                       p_try_plain boolean) RETURNS boolean
+CREATE FUNCTION sqs_loader.vault_store(p_ids uuid[], p_tokens text[], p_data_key_id bigint,
+                                       p_sealed bytea[], p_try_plain boolean) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_try_plain THEN
         BEGIN
-            INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
-            SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s);
+            INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
+            SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s);
             RETURN true;
         EXCEPTION WHEN unique_violation THEN
             NULL;
@@ -1053,14 +1075,14 @@ BEGIN
     END IF;
     -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
     -- waits for a concurrent forget_pii() of the same token to commit or abort first.
-    INSERT INTO sqs_loader.vault (token, data_key_id, sealed)
-    SELECT u.t, p_data_key_id, u.s FROM unnest(p_tokens, p_sealed) AS u(t, s)
-    ON CONFLICT (token) DO NOTHING;
+    INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
+    SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s)
+    ON CONFLICT (id) DO NOTHING;
     RETURN false;
 END
 $$;
-COMMENT ON FUNCTION sqs_loader.vault_store(text[], bigint, bytea[], boolean) IS
-  'Store sealed values under their tokens, never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every token is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
+COMMENT ON FUNCTION sqs_loader.vault_store(uuid[], text[], bigint, bytea[], boolean) IS
+  'Store sealed values under their tokens and ids (sqs_loader.token_id(token), computed by the caller), never over an existing row (a tombstone stays): a plain INSERT when p_try_plain and every id is new, else INSERT ... ON CONFLICT DO NOTHING. Internal to masking.';
 
 -- Claim message ids for a run (exactly once: a message id already recorded was loaded or
 -- rejected before, and is skipped). p_ids are distinct and sorted: concurrent loaders lock them

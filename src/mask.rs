@@ -112,6 +112,14 @@ impl Token {
     pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
         &self.0
     }
+
+    /// The token's key in the vault (`sqs_loader.token_id()` in SQL): the first 16 bytes of the
+    /// SHA-256 of its text. Not its HMAC's bytes, which only its first 22 characters carry:
+    /// another text sharing those would reach this token's row through `forget_pii()`.
+    pub fn vault_id(&self) -> [u8; 16] {
+        let h = Sha256::digest(self.0);
+        h[..16].try_into().expect("16 of 32 bytes")
+    }
 }
 
 impl std::fmt::Debug for Token {

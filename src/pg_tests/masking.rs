@@ -238,22 +238,73 @@ mod tests {
                 quote(t)
             ))
         };
+        // The loader's vault key (computed in Rust from the HMAC) is the one SQL computes from
+        // the token for lookups: unmask_pii(), sealed_values(), forget_pii().
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM sqs_loader.vault WHERE id = sqs_loader.token_id(token)"
+            ),
+            one::<i64>("SELECT count(*) FROM sqs_loader.vault")
+        );
         let before = sealed_of(&t);
         // A batch with a stored token and a new one: the plain INSERT fails and is undone, ON
         // CONFLICT stores the new one and leaves the stored one as it was.
         let plain: bool = one(&format!(
-            "SELECT sqs_loader.vault_store(ARRAY[{}, 'v1.new-token'], {dk}, ARRAY['\\x01'::bytea, '\\x02'], true)",
-            quote(&t)
+            "SELECT sqs_loader.vault_store(ARRAY[sqs_loader.token_id({t}), sqs_loader.token_id('v1.new-token')], \
+             ARRAY[{t}, 'v1.new-token'], {dk}, ARRAY['\\x01'::bytea, '\\x02'], true)",
+            t = quote(&t)
         ));
         assert!(!plain, "a stored token makes the plain INSERT fail");
         assert_eq!(sealed_of(&t), before, "never stored over");
         assert_eq!(sealed_of("v1.new-token"), Some(vec![2u8]));
         // Only new tokens: the plain INSERT does it.
         let plain: bool = one(&format!(
-            "SELECT sqs_loader.vault_store(ARRAY['v1.newer-token'], {dk}, ARRAY['\\x03'::bytea], true)"
+            "SELECT sqs_loader.vault_store(ARRAY[sqs_loader.token_id('v1.newer-token')], ARRAY['v1.newer-token'], {dk}, ARRAY['\\x03'::bytea], true)"
         ));
         assert!(plain);
         assert_eq!(sealed_of("v1.newer-token"), Some(vec![3u8]));
+    }
+
+    /// forget_pii() takes any text: one that shares a token's first 22 characters (all its
+    /// HMAC's first 16 bytes are in them) must neither erase that token's value nor keep it
+    /// from being stored. With the HMAC's bytes as the vault key, both happened (review of the
+    /// 16-byte key, 2026-12-04).
+    #[pg_test]
+    fn forget_pii_of_a_look_alike_text_reaches_no_other_token() {
+        let private = install_fresh_key();
+        let look_alike = |t: &str| {
+            let rest = if t.ends_with('A') { "B" } else { "A" };
+            format!("{}{}", &t[..25], rest.repeat(t.len() - 25))
+        };
+        // A stored value.
+        let t: String = store("6.6.6.6");
+        assert!(!one::<bool>(&format!(
+            "SELECT forget_pii({})",
+            quote(&look_alike(&t))
+        )));
+        assert_eq!(
+            opt::<String>(&format!(
+                "SELECT unmask_pii({}, {})",
+                quote(&t),
+                quote(&private)
+            )),
+            Some("6.6.6.6".into())
+        );
+        // A value not seen yet: erasing a look-alike of its token first does not block it.
+        let unseen: String = one("SELECT mask_pii('5.5.5.5')");
+        assert!(!one::<bool>(&format!(
+            "SELECT forget_pii({})",
+            quote(&look_alike(&unseen))
+        )));
+        assert_eq!(store("5.5.5.5"), unseen);
+        assert_eq!(
+            opt::<String>(&format!(
+                "SELECT unmask_pii({}, {})",
+                quote(&unseen),
+                quote(&private)
+            )),
+            Some("5.5.5.5".into())
+        );
     }
 
     #[pg_test]

@@ -227,11 +227,14 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
                 .expect("a new value is not NULL")
                 .as_str()
         };
-        // Sorted by token: concurrent loaders lock vault keys in the same order (no deadlocks).
-        // By the tokens' bytes (ASCII: the order of their text), not `token()`'s &str, which
-        // checks the bytes are UTF-8 at every comparison.
+        // Their vault keys (sqs_loader.token_id()), and the order of those in the uuid B-tree:
+        // concurrent loaders lock vault keys in the same order (no deadlocks).
+        let new_ids: Vec<[u8; 16]> = new
+            .iter()
+            .map(|&i| tokens[i].expect("a new value is not NULL").vault_id())
+            .collect();
         let mut order: Vec<usize> = (0..new.len()).collect();
-        order.sort_unstable_by_key(|&j| tokens[new[j]].expect("a new value is not NULL"));
+        order.sort_unstable_by_key(|&j| new_ids[j]);
         let reuse = dk_exists
             && DATA_KEY.with(|d| {
                 d.borrow().as_ref().is_some_and(|k| {
@@ -242,6 +245,10 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
             let dk = new_data_key(client, &tk_id)?;
             DATA_KEY.with(|d| *d.borrow_mut() = Some(dk));
         }
+        let ids: Vec<pgrx::Uuid> = order
+            .iter()
+            .map(|&j| pgrx::Uuid::from_bytes(new_ids[j]))
+            .collect();
         let (dk_id, sorted_tokens, sealed) = DATA_KEY.with(|d| {
             let mut d = d.borrow_mut();
             let k = d.as_mut().expect("data key set above");
@@ -266,9 +273,10 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
         });
         let plain: Option<bool> = client
             .update(
-                "SELECT sqs_loader.vault_store($1, $2, $3, $4)",
+                "SELECT sqs_loader.vault_store($1, $2, $3, $4, $5)",
                 Some(1),
                 &[
+                    ids.into(),
                     sorted_tokens.into(),
                     dk_id.into(),
                     sealed.into(),

@@ -312,14 +312,15 @@ fn vault_store_waits_for_a_concurrent_store_of_the_same_token() {
         let (x, y) = (format!("v1.race-x-{end}"), format!("v1.race-y-{end}"));
         let mut a = db.client();
         a.batch_execute(&format!(
-            "BEGIN; SELECT sqs_loader.vault_store(ARRAY['{x}'], 1, ARRAY['\\x01'::bytea], true)"
+            "BEGIN; SELECT sqs_loader.vault_store(ARRAY[sqs_loader.token_id('{x}')], ARRAY['{x}'], 1, ARRAY['\\x01'::bytea], true)"
         ))
         .unwrap();
         let (name, bx, by) = (db.name.clone(), x.clone(), y.clone());
         let b = std::thread::spawn(move || -> bool {
             connect(&name)
                 .query_one(
-                    "SELECT sqs_loader.vault_store(ARRAY[$1, $2], 1, ARRAY['\\x02'::bytea, '\\x03'], true)",
+                    "SELECT sqs_loader.vault_store(ARRAY[sqs_loader.token_id($1), sqs_loader.token_id($2)], \
+                     ARRAY[$1, $2], 1, ARRAY['\\x02'::bytea, '\\x03'], true)",
                     &[&bx, &by],
                 )
                 .unwrap()
