@@ -3,8 +3,9 @@
 -- NOTHING (what vault_store() falls back to where runs share values), and an index probe per
 -- token followed by a plain INSERT of the rest (tried and reverted, docs/performance.md).
 -- 200,000 random 44-byte tokens with 60-byte sealed values, in batches of 500, into copies of
--- the vault's shape (a text COLLATE "C" primary key). Prints µs per row; run it twice, the first
--- run also pays for new WAL segments. CHECKPOINT needs a superuser or pg_checkpoint.
+-- 0.1.0's vault (a text COLLATE "C" primary key; bench/vault_key.sql compares it with the
+-- 16-byte key of 0.2.0). Prints µs per row; run it twice, the first run also pays for new WAL
+-- segments. CHECKPOINT needs a superuser or pg_checkpoint.
 --   psql -X -q -d DBNAME -f bench/vault_store.sql
 DROP TABLE IF EXISTS pg_temp.vs_src, vs_plain, vs_conflict, vs_probe;
 CREATE TEMP TABLE vs_src AS
