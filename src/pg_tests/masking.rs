@@ -238,8 +238,8 @@ mod tests {
                 quote(t)
             ))
         };
-        // The loader's vault key (computed in Rust from the HMAC) is the one SQL computes from
-        // the token for lookups: unmask_pii(), sealed_values(), forget_pii().
+        // The loader's vault key (Token::vault_id() in Rust) is the one SQL computes from the
+        // token for lookups: unmask_pii(), sealed_values(), forget_pii().
         assert_eq!(
             one::<i64>(
                 "SELECT count(*) FROM sqs_loader.vault WHERE id = sqs_loader.token_id(token)"
