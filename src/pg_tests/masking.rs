@@ -109,20 +109,12 @@ mod tests {
     fn unmask_round_trip_wrong_key_and_audit() {
         let private = install_fresh_key();
         let token: String = store("593-47-5928");
-        let plain: String = one(&format!(
-            "SELECT unmask_pii({}, {})",
-            quote(&token),
-            quote(&private)
-        ));
+        let plain = unmask(&token, &private).unwrap();
         assert_eq!(plain, "593-47-5928");
         // A freshly generated other key is refused with a clear error and no output.
         let (other, _) = keypair(2048);
         install_try_sql();
-        let err = try_sql(&format!(
-            "SELECT unmask_pii({}, {})",
-            quote(&token),
-            quote(&other)
-        ));
+        let err = try_sql(&unmask_sql(&token, &other));
         assert!(
             err.starts_with("28000: this private key cannot decrypt"),
             "{err}"
@@ -198,29 +190,10 @@ mod tests {
         // Tokens are unchanged, new values use the new key, the old private key opens nothing.
         assert_eq!(store("172.16.0.1"), t1);
         let t2: String = store("172.16.0.2");
-        assert_eq!(
-            one::<String>(&format!(
-                "SELECT unmask_pii({}, {})",
-                quote(&t1),
-                quote(&new_private)
-            )),
-            "172.16.0.1"
-        );
-        assert_eq!(
-            one::<String>(&format!(
-                "SELECT unmask_pii({}, {})",
-                quote(&t2),
-                quote(&new_private)
-            )),
-            "172.16.0.2"
-        );
+        assert_eq!(unmask(&t1, &new_private).unwrap(), "172.16.0.1");
+        assert_eq!(unmask(&t2, &new_private).unwrap(), "172.16.0.2");
         install_try_sql();
-        assert!(try_sql(&format!(
-            "SELECT unmask_pii({}, {})",
-            quote(&t1),
-            quote(&old_private)
-        ))
-        .starts_with("28000"));
+        assert!(try_sql(&unmask_sql(&t1, &old_private)).starts_with("28000"));
         assert_eq!(
             one::<i64>("SELECT count(*) FROM sqs_loader.data_keys d JOIN sqs_loader.rsa_keys r ON r.fingerprint = d.rsa_fingerprint WHERE NOT r.active"),
             0
@@ -282,14 +255,7 @@ mod tests {
             "SELECT forget_pii({})",
             quote(&look_alike(&t))
         )));
-        assert_eq!(
-            opt::<String>(&format!(
-                "SELECT unmask_pii({}, {})",
-                quote(&t),
-                quote(&private)
-            )),
-            Some("6.6.6.6".into())
-        );
+        assert_eq!(unmask(&t, &private), Some("6.6.6.6".into()));
         // A value not seen yet: erasing a look-alike of its token first does not block it.
         let unseen: String = one("SELECT mask_pii('5.5.5.5')");
         assert!(!one::<bool>(&format!(
@@ -297,14 +263,7 @@ mod tests {
             quote(&look_alike(&unseen))
         )));
         assert_eq!(store("5.5.5.5"), unseen);
-        assert_eq!(
-            opt::<String>(&format!(
-                "SELECT unmask_pii({}, {})",
-                quote(&unseen),
-                quote(&private)
-            )),
-            Some("5.5.5.5".into())
-        );
+        assert_eq!(unmask(&unseen, &private), Some("5.5.5.5".into()));
     }
 
     #[pg_test]
@@ -312,14 +271,7 @@ mod tests {
         let private = install_fresh_key();
         let t: String = store("8.8.8.8");
         assert!(one::<bool>(&format!("SELECT forget_pii({})", quote(&t))));
-        assert_eq!(
-            opt::<String>(&format!(
-                "SELECT unmask_pii({}, {})",
-                quote(&t),
-                quote(&private)
-            )),
-            None
-        );
+        assert_eq!(unmask(&t, &private), None);
         assert_eq!(
             one::<String>(&format!("SELECT outcome FROM sqs_loader.unmask_audit WHERE token = {} ORDER BY at DESC LIMIT 1", quote(&t))),
             "erased"

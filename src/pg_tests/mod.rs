@@ -71,6 +71,16 @@ pub fn store(value: &str) -> String {
     ))
 }
 
+/// The statement that unmasks `token` with the private key PEM `key`.
+pub fn unmask_sql(token: &str, key: &str) -> String {
+    format!("SELECT unmask_pii({}, {})", quote(token), quote(key))
+}
+
+/// Unmask `token` with the private key PEM `key` (None for an erased value).
+pub fn unmask(token: &str, key: &str) -> Option<String> {
+    opt(&unmask_sql(token, key))
+}
+
 /// Install a fresh RSA public key; return the private key PEM.
 pub fn install_fresh_key() -> String {
     let (private, public) = keypair(2048);
