@@ -267,6 +267,32 @@ mod tests {
     }
 
     #[pg_test]
+    fn kept_plans_follow_ddl_as_their_text_would() {
+        // The loader keeps the plan of `SELECT sqs_loader.vault_store(…)` (src/postgres/plans.rs).
+        // A function of that name made after the plan was kept must be the one called, as it
+        // would be for the statement's text: the plan cache re-plans on the catalog change.
+        install_fresh_key();
+        let t = store("10.9.0.1");
+        run("CREATE TEMP TABLE calls (n int)");
+        run("ALTER FUNCTION sqs_loader.vault_store(uuid[], text[], bigint, bytea[], boolean) RENAME TO vault_store_was");
+        run("CREATE FUNCTION sqs_loader.vault_store(i uuid[], t text[], d bigint, s bytea[], p boolean)
+             RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO calls VALUES (cardinality(t)); RETURN sqs_loader.vault_store_was(i, t, d, s, p); END $$");
+        let u = store("10.9.0.2");
+        assert_eq!(one::<i64>("SELECT count(*) FROM calls WHERE n = 1"), 1);
+        for (token, value) in [(&t, "10.9.0.1"), (&u, "10.9.0.2")] {
+            assert_eq!(
+                one::<i64>(&format!(
+                    "SELECT count(*) FROM sqs_loader.vault WHERE id = sqs_loader.token_id({}) AND sealed IS NOT NULL",
+                    quote(token)
+                )),
+                1,
+                "{value}"
+            );
+        }
+    }
+
+    #[pg_test]
     fn erasure_forgets_the_value_but_keeps_the_token() {
         let private = install_fresh_key();
         let t: String = store("8.8.8.8");

@@ -4,6 +4,7 @@
 //! delete was lost, or SQS delivered it again): it is skipped.
 
 use super::error::Error;
+use super::plans;
 use crate::login::{Parsed, Rejection};
 use pgrx::prelude::*;
 
@@ -24,9 +25,21 @@ pub fn claim(
     // sqs_loader.claim_messages() (sql/20_loader.sql): a plain INSERT, or ON CONFLICT DO
     // NOTHING when an id is recorded already.
     let got: Option<Vec<Option<String>>> = Spi::connect_mut(|client| {
+        use pg_sys::BuiltinOid::*;
+        let claim = plans::kept(
+            client,
+            "SELECT sqs_loader.claim_messages($1, $2, $3, $4)",
+            &[
+                INT8OID.into(),
+                TEXTARRAYOID.into(),
+                BOOLARRAYOID.into(),
+                TIMESTAMPTZARRAYOID.into(),
+            ],
+            true,
+        )?;
         client
             .update(
-                "SELECT sqs_loader.claim_messages($1, $2, $3, $4)",
+                claim,
                 Some(1),
                 &[run_id.into(), ids.into(), ok.into(), sent.into()],
             )?

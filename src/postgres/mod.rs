@@ -8,6 +8,7 @@ pub mod error;
 pub mod guc;
 pub mod loader_state;
 pub mod log_guard;
+pub mod plans;
 pub mod sqs_client;
 pub mod token_array;
 pub mod vault;

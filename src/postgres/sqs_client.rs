@@ -4,6 +4,7 @@
 
 use super::error::Error;
 use super::guc;
+use super::plans;
 use crate::sqs::credentials::Env;
 use crate::sqs::endpoint::{self, Endpoint};
 use crate::sqs::executor::Client;
@@ -18,7 +19,8 @@ use pgrx::Spi;
 fn secrets_in_catalog() -> Vec<String> {
     // Schema-qualified, operators included: it must not depend on the caller's search_path.
     Spi::connect(|c| {
-        c.select(
+        plans::kept(
+            c,
             "SELECT pg_catalog.concat_ws(' in ',
                         'role ' OPERATOR(pg_catalog.||) r.rolname::text,
                         'database ' OPERATOR(pg_catalog.||) d.datname::text)
@@ -30,12 +32,14 @@ fn secrets_in_catalog() -> Vec<String> {
                              WHERE pg_catalog.starts_with(l.setting, 'sqs_loader.aws_')
                                 OR (pg_catalog.starts_with(l.setting, 'sqs_loader.proxy=')
                                     AND pg_catalog.strpos(l.setting, '@') OPERATOR(pg_catalog.>) 0))",
-            None,
             &[],
+            false,
         )
-        .map(|rows| {
-            rows.filter_map(|r| r.get::<String>(1).ok().flatten())
-                .collect()
+        .and_then(|query| {
+            c.select(query, None, &[]).map(|rows| {
+                rows.filter_map(|r| r.get::<String>(1).ok().flatten())
+                    .collect()
+            })
         })
         .unwrap_or_default()
     })

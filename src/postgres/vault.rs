@@ -5,6 +5,7 @@
 //! database holds it only wrapped under the RSA public key). It is replaced after
 //! `DATA_KEY_USES` values, or when its row is gone (the transaction that created it aborted).
 
+use super::plans;
 use crate::known::{KnownTokens, Tag, TagSet};
 use crate::mask::{self, MaskError, Token};
 use pgrx::prelude::*;
@@ -92,18 +93,21 @@ fn token_key(
     client: &SpiClient<'_>,
     cached_dk: i64,
 ) -> Result<(mask::TokenKey, String, bool, String), MaskError> {
-    let rows = client
-        .select(
-            "SELECT k.secret, k.key_id,
+    let query = plans::kept(
+        client,
+        "SELECT k.secret, k.key_id,
                     (SELECT d.token_key_id FROM sqs_loader.data_keys d LIMIT 1),
                     EXISTS (SELECT 1 FROM sqs_loader.data_keys d
                               JOIN sqs_loader.rsa_keys r ON r.fingerprint = d.rsa_fingerprint
                              WHERE d.id = $1 AND r.active),
                     'sqs_loader.vault'::regclass::oid::text || '/' || pg_relation_filenode('sqs_loader.vault')
                FROM sqs_loader.token_key k",
-            Some(2),
-            &[cached_dk.into()],
-        )
+        &[pg_sys::BuiltinOid::INT8OID.into()],
+        false,
+    )
+    .map_err(spi_err)?;
+    let rows = client
+        .select(query, Some(2), &[cached_dk.into()])
         .map_err(spi_err)?;
     if rows.len() != 1 {
         return Err(state_err(
@@ -271,9 +275,23 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
             b.set(left.saturating_sub(1));
             left == 0
         });
+        use pg_sys::BuiltinOid::*;
+        let store = plans::kept(
+            client,
+            "SELECT sqs_loader.vault_store($1, $2, $3, $4, $5)",
+            &[
+                UUIDARRAYOID.into(),
+                TEXTARRAYOID.into(),
+                INT8OID.into(),
+                BYTEAARRAYOID.into(),
+                BOOLOID.into(),
+            ],
+            true,
+        )
+        .map_err(spi_err)?;
         let plain: Option<bool> = client
             .update(
-                "SELECT sqs_loader.vault_store($1, $2, $3, $4, $5)",
+                store,
                 Some(1),
                 &[
                     ids.into(),
