@@ -25,26 +25,14 @@ pub fn claim(
     // sqs_loader.claim_messages() (sql/20_loader.sql): a plain INSERT, or ON CONFLICT DO
     // NOTHING when an id is recorded already.
     let got: Option<Vec<Option<String>>> = Spi::connect_mut(|client| {
-        use pg_sys::BuiltinOid::*;
-        let claim = plans::kept(
+        plans::update(
             client,
             "SELECT sqs_loader.claim_messages($1, $2, $3, $4)",
-            &[
-                INT8OID.into(),
-                TEXTARRAYOID.into(),
-                BOOLARRAYOID.into(),
-                TIMESTAMPTZARRAYOID.into(),
-            ],
-            true,
-        )?;
-        client
-            .update(
-                claim,
-                Some(1),
-                &[run_id.into(), ids.into(), ok.into(), sent.into()],
-            )?
-            .first()
-            .get(1)
+            Some(1),
+            &[run_id.into(), ids.into(), ok.into(), sent.into()],
+        )?
+        .first()
+        .get(1)
     })
     .map_err(|e| Error::Internal(format!("claiming the batch's message ids: {e}")))?;
     for id in got.unwrap_or_default().into_iter().flatten() {

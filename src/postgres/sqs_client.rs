@@ -15,11 +15,11 @@ use pgrx::Spi;
 /// Where AWS credentials or a proxy URL with a password were stored with `ALTER ROLE/DATABASE
 /// … SET` (in the world-readable pg_db_role_setting): "role r", "database d", "role r in
 /// database d". The check hooks refuse that only in sessions where the library is loaded; this
-/// finds what got through elsewhere.
-fn secrets_in_catalog() -> Vec<String> {
+/// finds what got through elsewhere. A failure of the check itself refuses the call too.
+fn secrets_in_catalog() -> Result<Vec<String>, Error> {
     // Schema-qualified, operators included: it must not depend on the caller's search_path.
     Spi::connect(|c| {
-        plans::kept(
+        plans::select(
             c,
             "SELECT pg_catalog.concat_ws(' in ',
                         'role ' OPERATOR(pg_catalog.||) r.rolname::text,
@@ -32,21 +32,17 @@ fn secrets_in_catalog() -> Vec<String> {
                              WHERE pg_catalog.starts_with(l.setting, 'sqs_loader.aws_')
                                 OR (pg_catalog.starts_with(l.setting, 'sqs_loader.proxy=')
                                     AND pg_catalog.strpos(l.setting, '@') OPERATOR(pg_catalog.>) 0))",
+            None,
             &[],
-            false,
-        )
-        .and_then(|query| {
-            c.select(query, None, &[]).map(|rows| {
-                rows.filter_map(|r| r.get::<String>(1).ok().flatten())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
+        )?
+        .filter_map(|r| r.get::<String>(1).transpose())
+        .collect::<Result<Vec<String>, _>>()
     })
+    .map_err(|e| Error::Internal(format!("looking for secrets stored in pg_db_role_setting: {e}")))
 }
 
 fn client(mut endpoint: Endpoint) -> Result<Client, Error> {
-    let exposed = secrets_in_catalog();
+    let exposed = secrets_in_catalog()?;
     if !exposed.is_empty() {
         return Err(Error::SecretInCatalog(exposed.join(", ")));
     }

@@ -93,21 +93,18 @@ fn token_key(
     client: &SpiClient<'_>,
     cached_dk: i64,
 ) -> Result<(mask::TokenKey, String, bool, String), MaskError> {
-    let query = plans::kept(
-        client,
-        "SELECT k.secret, k.key_id,
+    let rows = plans::select(
+            client,
+            "SELECT k.secret, k.key_id,
                     (SELECT d.token_key_id FROM sqs_loader.data_keys d LIMIT 1),
                     EXISTS (SELECT 1 FROM sqs_loader.data_keys d
                               JOIN sqs_loader.rsa_keys r ON r.fingerprint = d.rsa_fingerprint
                              WHERE d.id = $1 AND r.active),
                     'sqs_loader.vault'::regclass::oid::text || '/' || pg_relation_filenode('sqs_loader.vault')
                FROM sqs_loader.token_key k",
-        &[pg_sys::BuiltinOid::INT8OID.into()],
-        false,
-    )
-    .map_err(spi_err)?;
-    let rows = client
-        .select(query, Some(2), &[cached_dk.into()])
+            Some(2),
+            &[cached_dk.into()],
+        )
         .map_err(spi_err)?;
     if rows.len() != 1 {
         return Err(state_err(
@@ -275,36 +272,22 @@ fn mask_and_store(values: &[Option<&str>]) -> Result<Vec<Option<Token>>, MaskErr
             b.set(left.saturating_sub(1));
             left == 0
         });
-        use pg_sys::BuiltinOid::*;
-        let store = plans::kept(
+        let plain: Option<bool> = plans::update(
             client,
             "SELECT sqs_loader.vault_store($1, $2, $3, $4, $5)",
+            Some(1),
             &[
-                UUIDARRAYOID.into(),
-                TEXTARRAYOID.into(),
-                INT8OID.into(),
-                BYTEAARRAYOID.into(),
-                BOOLOID.into(),
+                ids.into(),
+                sorted_tokens.into(),
+                dk_id.into(),
+                sealed.into(),
+                try_plain.into(),
             ],
-            true,
         )
+        .map_err(spi_err)?
+        .first()
+        .get(1)
         .map_err(spi_err)?;
-        let plain: Option<bool> = client
-            .update(
-                store,
-                Some(1),
-                &[
-                    ids.into(),
-                    sorted_tokens.into(),
-                    dk_id.into(),
-                    sealed.into(),
-                    try_plain.into(),
-                ],
-            )
-            .map_err(spi_err)?
-            .first()
-            .get(1)
-            .map_err(spi_err)?;
         if try_plain && plain != Some(true) {
             // Some token was stored already: values repeat across loaders here. Go straight to
             // ON CONFLICT for a while rather than undo a plain INSERT batch after batch.
