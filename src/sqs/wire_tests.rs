@@ -82,7 +82,10 @@ fn json_receive_request() {
     assert_eq!(v["QueueUrl"], "http://localhost:4566/000000000000/q");
     assert_eq!(v["MaxNumberOfMessages"], 10);
     assert_eq!(v["VisibilityTimeout"], 30);
-    assert_eq!(v["MessageSystemAttributeNames"][0], "All");
+    assert_eq!(
+        v["MessageSystemAttributeNames"],
+        json!(["SentTimestamp", "ApproximateReceiveCount"])
+    );
 }
 
 #[test]
@@ -91,6 +94,10 @@ fn query_requests_are_form_encoded() {
     let body = String::from_utf8(r.body).unwrap();
     assert!(body.starts_with("Action=ReceiveMessage&Version=2012-11-05&QueueUrl=http%3A%2F%2Flocalhost%3A4566%2F000000000000%2Fq"));
     assert!(body.contains("VisibilityTimeout=30"));
+    assert!(body.contains(
+        "AttributeName.1=SentTimestamp&MessageSystemAttributeName.1=SentTimestamp&\
+         AttributeName.2=ApproximateReceiveCount&MessageSystemAttributeName.2=ApproximateReceiveCount"
+    ));
     let r = encode(
         Protocol::Query,
         &Request::SendBatch {
@@ -556,8 +563,10 @@ fn json_bodies_are_exactly_the_documented_shape() {
     assert_eq!(
         body(&receive()),
         json!({"QueueUrl": "http://localhost:4566/000000000000/q", "MaxNumberOfMessages": 10,
-               "WaitTimeSeconds": 0, "AttributeNames": ["All"],
-               "MessageSystemAttributeNames": ["All"], "VisibilityTimeout": 30})
+               "WaitTimeSeconds": 0,
+               "AttributeNames": ["SentTimestamp", "ApproximateReceiveCount"],
+               "MessageSystemAttributeNames": ["SentTimestamp", "ApproximateReceiveCount"],
+               "VisibilityTimeout": 30})
     );
     let entries = vec![
         ("0".to_string(), awkward.to_string()),
