@@ -7,11 +7,15 @@
 //! to a small HTTP server in this process (a receive's body out, a reply of ten messages' size
 //! back, one kept-alive connection), through ureq's own TCP transport and through the client's
 //! (`src/sqs/tcp.rs`): the calling thread's CPU, and the whole process's (the server included:
-//! a request sent in two writes wakes it twice).
+//! a request sent in two writes wakes it twice). And a whole receive of 10 sample-shaped
+//! messages as the loader's I/O thread makes it (`sqs::http::call` on the loader's agent) against
+//! the floor under any HTTP client on this host: the same bytes on a bare socket.
 
 use crate::common::Table;
 use sqs_loader::sqs::credentials::Credentials;
-use sqs_loader::sqs::{sign, wire, Action, Protocol, Request};
+use sqs_loader::sqs::endpoint::{AddressPolicy, Endpoint};
+use sqs_loader::sqs::http::{self, CallOptions};
+use sqs_loader::sqs::{sign, wire, Action, Protocol, Request, Response};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, UNIX_EPOCH};
@@ -36,6 +40,14 @@ fn process_cpu() -> f64 {
     cpu(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
+/// The head of the answer [`serve`] gives.
+fn head(reply: &[u8]) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n",
+        reply.len()
+    )
+}
+
 /// Answers every POST on every connection with `reply` (keep-alive); returns its URL.
 fn serve(reply: &'static [u8]) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -43,11 +55,7 @@ fn serve(reply: &'static [u8]) -> String {
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             std::thread::spawn(move || {
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n",
-                    reply.len()
-                );
-                let mut answer = head.into_bytes();
+                let mut answer = head(reply).into_bytes();
                 answer.extend_from_slice(reply);
                 let mut reader = BufReader::new(conn);
                 let mut line = String::new();
@@ -175,7 +183,7 @@ pub fn client(runs: usize, quick: bool) -> String {
                     .unwrap()
                 };
                 assert!(
-                    matches!(r, sqs_loader::sqs::Response::Batch { ref successful, .. } if successful.len() == 10)
+                    matches!(r, Response::Batch { ref successful, .. } if successful.len() == 10)
                 );
             });
         }
@@ -247,6 +255,11 @@ pub fn client(runs: usize, quick: bool) -> String {
     rows.push(("request over loopback, calling thread: the client's TCP", b));
     rows.push(("request over loopback, whole process: ureq's TCP", c));
     rows.push(("request over loopback, whole process: the client's TCP", d));
+    let [a, b, c, d] = receive_against_floor(runs, n_net, &creds);
+    rows.push(("a receive of 10 as the loader makes it, calling thread", a));
+    rows.push(("the same bytes on a bare socket, calling thread", b));
+    rows.push(("a receive of 10 as the loader makes it, whole process", c));
+    rows.push(("the same bytes on a bare socket, whole process", d));
 
     let mut table = Table::default();
     for (name, samples) in rows {
@@ -259,7 +272,8 @@ pub fn client(runs: usize, quick: bool) -> String {
         "\nDirect ÷ general (medians): sign a receive {:.2}, sign a delete {:.2}, decode a delete reply {:.2}; \
          over loopback, the client's TCP ÷ ureq's, round by round, median (min – max): calling thread \
          {:.2} ({:.2} – {:.2}), whole process {:.2} ({:.2} – {:.2}). \
-         The loader makes one receive and one delete per 10 messages.\n",
+         A receive as the loader makes it ÷ the bare socket's floor (medians): calling thread {:.2}, \
+         whole process {:.2}. The loader makes one receive and one delete per 10 messages.\n",
         ratio("sign a receive: aws-sigv4 sign()", "sign a receive: direct"),
         ratio("sign a delete of 10: aws-sigv4 sign()", "sign a delete of 10: direct"),
         ratio(
@@ -272,6 +286,119 @@ pub fn client(runs: usize, quick: bool) -> String {
         process_ratio.0,
         process_ratio.1,
         process_ratio.2,
+        ratio(
+            "the same bytes on a bare socket, calling thread",
+            "a receive of 10 as the loader makes it, calling thread"
+        ),
+        ratio(
+            "the same bytes on a bare socket, whole process",
+            "a receive of 10 as the loader makes it, whole process"
+        ),
     ));
     s
+}
+
+/// A receive of 10 sample-shaped messages over loopback as the loader's I/O thread makes it
+/// (`sqs::http::call` on the loader's agent: encode, sign, send, read, decode and check the
+/// bodies' MD5), against the floor under any HTTP client: the same request bytes written on a
+/// bare kept-alive socket and the reply read until its length, nothing parsed. The same server
+/// answers both. Returns µs per request: calling thread (loader, floor), whole process (loader,
+/// floor), one sample per round, the two taking turns.
+fn receive_against_floor(runs: usize, n: usize, creds: &Credentials) -> [Vec<f64>; 4] {
+    let body = r#"{"user_id":"424cdd21-063a-43a7-b91b-7ca1a833afae","app_version":"2.3.0","device_type":"android","ip":"199.172.111.135","locale":"RU","device_id":"593-47-5928"}"#;
+    let reply: &'static [u8] = Box::leak(
+        format!(
+            "{{\"Messages\":[{}]}}",
+            (0..10)
+                .map(|i| format!(
+                    "{{\"MessageId\":\"{i:08}-0000-4000-8000-000000000000\",\"ReceiptHandle\":\"{i:02}{}\",\"MD5OfBody\":\"{}\",\"Body\":\"{}\",\"Attributes\":{{\"SentTimestamp\":\"1764547200000\",\"ApproximateReceiveCount\":\"1\"}}}}",
+                    "AQEB5xq+9Zr/Kw".repeat(13),
+                    wire::md5_hex(body.as_bytes()),
+                    body.replace('"', "\\\"")
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let url = serve(reply);
+    let base = url.trim_end_matches('/').to_string();
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        base,
+        region: "us-east-1".into(),
+        https: false,
+        addresses: AddressPolicy::Any,
+        proxy: None,
+    };
+    let agent = http::agent(&endpoint);
+    let opts = CallOptions {
+        protocol: Protocol::Json,
+        timeout: Duration::from_secs(10),
+        max_retries: 0,
+        reveal_foreign_bodies: false,
+    };
+    let req = Request::Receive {
+        queue_url: format!("{}/000000000000/bench", endpoint.base),
+        max_messages: 10,
+        visibility_timeout: None,
+        wait_seconds: 0,
+        attempt_id: None,
+    };
+    // The request's bytes as the loader would send them (its headers and signature), once.
+    let encoded = wire::encode(Protocol::Json, &req);
+    let signed = sign::signed_headers(
+        &encoded,
+        &url,
+        creds,
+        "us-east-1",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut bytes = format!(
+        "POST / HTTP/1.1\r\nhost: {}\r\nuser-agent: sqs_loader/bench\r\naccept: */*\r\n",
+        url.trim_start_matches("http://").trim_end_matches('/')
+    );
+    for (k, v) in &encoded.headers {
+        bytes.push_str(&format!("{k}: {v}\r\n"));
+    }
+    for (k, v) in &signed {
+        bytes.push_str(&format!("{k}: {v}\r\n"));
+    }
+    bytes.push_str(&format!("content-length: {}\r\n\r\n", encoded.body.len()));
+    let mut bytes = bytes.into_bytes();
+    bytes.extend_from_slice(&encoded.body);
+    let answer = head(reply).len() + reply.len();
+    let mut socket =
+        std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))
+            .unwrap();
+    socket.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+
+    let mut out = [vec![], vec![], vec![], vec![]];
+    for round in 0..runs {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for &way in &order {
+            let p0 = process_cpu();
+            let mine = per_call(n, |_| {
+                if way == 0 {
+                    let got = http::call(&agent, &endpoint, creds, &req, &opts).unwrap();
+                    assert!(matches!(got, Response::Received(ref m) if m.len() == 10));
+                } else {
+                    socket.write_all(&bytes).unwrap();
+                    let mut got = 0;
+                    while got < answer {
+                        let k = socket.read(&mut buf).unwrap();
+                        assert!(k > 0, "the server closed the connection");
+                        got += k;
+                    }
+                    assert_eq!(got, answer);
+                }
+            });
+            out[way].push(mine);
+            out[2 + way].push((process_cpu() - p0) / n as f64 * 1e6);
+        }
+    }
+    out
 }
