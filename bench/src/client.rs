@@ -224,25 +224,17 @@ pub fn client(runs: usize, quick: bool) -> String {
         ),
     ];
     let body = receive.body.clone();
-    let mut over = [vec![], vec![], vec![], vec![]];
     let n_net = n / 4;
-    for round in 0..runs {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for &way in &order {
-            let p0 = process_cpu();
-            let mine = per_call(n_net, |_| {
-                let mut r = agents[way]
-                    .post(&server)
-                    .header("content-type", "application/x-amz-json-1.0")
-                    .send(&body[..])
-                    .unwrap();
-                let got = r.body_mut().read_to_vec().unwrap();
-                assert_eq!(got.len(), reply.len());
-            });
-            over[way].push(mine);
-            over[2 + way].push((process_cpu() - p0) / n_net as f64 * 1e6);
-        }
-    }
+    let request = |way: usize| {
+        let mut r = agents[way]
+            .post(&server)
+            .header("content-type", "application/x-amz-json-1.0")
+            .send(&body[..])
+            .unwrap();
+        let got = r.body_mut().read_to_vec().unwrap();
+        assert_eq!(got.len(), reply.len());
+    };
+    let over = taking_turns(runs, n_net, &mut [&mut || request(0), &mut || request(1)]);
     // Round by round (the host's speed drifts between rounds, less within one).
     let paired = |a: &[f64], b: &[f64]| {
         let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| b / a).collect();
@@ -323,10 +315,11 @@ fn receive_against_floor(runs: usize, n: usize, creds: &Credentials) -> [Vec<f64
         .into_boxed_slice(),
     );
     let url = serve(reply);
-    let base = url.trim_end_matches('/').to_string();
+    // 127.0.0.1:PORT
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
     let endpoint = Endpoint {
         host: "127.0.0.1".into(),
-        base,
+        base: format!("http://{address}"),
         region: "us-east-1".into(),
         https: false,
         addresses: AddressPolicy::Any,
@@ -357,8 +350,7 @@ fn receive_against_floor(runs: usize, n: usize, creds: &Credentials) -> [Vec<f64
     )
     .unwrap();
     let mut bytes = format!(
-        "POST / HTTP/1.1\r\nhost: {}\r\nuser-agent: sqs_loader/bench\r\naccept: */*\r\n",
-        url.trim_start_matches("http://").trim_end_matches('/')
+        "POST / HTTP/1.1\r\nhost: {address}\r\nuser-agent: sqs_loader/bench\r\naccept: */*\r\n"
     );
     for (k, v) in &encoded.headers {
         bytes.push_str(&format!("{k}: {v}\r\n"));
@@ -370,32 +362,37 @@ fn receive_against_floor(runs: usize, n: usize, creds: &Credentials) -> [Vec<f64
     let mut bytes = bytes.into_bytes();
     bytes.extend_from_slice(&encoded.body);
     let answer = head(reply).len() + reply.len();
-    let mut socket =
-        std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))
-            .unwrap();
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
     socket.set_nodelay(true).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
 
+    let mut loader = || {
+        let got = http::call(&agent, &endpoint, creds, &req, &opts).unwrap();
+        assert!(matches!(got, Response::Received(ref m) if m.len() == 10));
+    };
+    let mut floor = || {
+        socket.write_all(&bytes).unwrap();
+        let mut got = 0;
+        while got < answer {
+            let k = socket.read(&mut buf).unwrap();
+            assert!(k > 0, "the server closed the connection");
+            got += k;
+        }
+        assert_eq!(got, answer);
+    };
+    taking_turns(runs, n, &mut [&mut loader, &mut floor])
+}
+
+/// Two ways of making a request, `n` calls of each per round, taking turns (which goes first
+/// alternates): µs of CPU per call on the calling thread (first way, second way) and in the
+/// whole process (first, second), one sample per round.
+fn taking_turns(runs: usize, n: usize, ways: &mut [&mut dyn FnMut(); 2]) -> [Vec<f64>; 4] {
     let mut out = [vec![], vec![], vec![], vec![]];
     for round in 0..runs {
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for &way in &order {
             let p0 = process_cpu();
-            let mine = per_call(n, |_| {
-                if way == 0 {
-                    let got = http::call(&agent, &endpoint, creds, &req, &opts).unwrap();
-                    assert!(matches!(got, Response::Received(ref m) if m.len() == 10));
-                } else {
-                    socket.write_all(&bytes).unwrap();
-                    let mut got = 0;
-                    while got < answer {
-                        let k = socket.read(&mut buf).unwrap();
-                        assert!(k > 0, "the server closed the connection");
-                        got += k;
-                    }
-                    assert_eq!(got, answer);
-                }
-            });
+            let mine = per_call(n, |_| ways[way]());
             out[way].push(mine);
             out[2 + way].push((process_cpu() - p0) / n as f64 * 1e6);
         }
