@@ -293,6 +293,12 @@ BEGIN
     IF (r.max_messages IS NOT NULL AND r.received >= r.max_messages) OR clock_timestamp() >= r.deadline THEN
         RETURN false;
     END IF;
+    -- At most sqs_loader.max_runs_per_queue runs of a queue load at a time: while they all do,
+    -- wait (up to a second, then come back here after the checks above).
+    IF NOT sqs_loader.run_slot(r.queue_url,
+               least(1000, greatest(0, extract(epoch FROM r.deadline - clock_timestamp()) * 1000))::integer) THEN
+        RETURN true;
+    END IF;
     want := r.batch_size;
     IF r.max_messages IS NOT NULL THEN
         want := least(want, r.max_messages - r.received);
@@ -363,7 +369,8 @@ $$;
 COMMENT ON FUNCTION sqs_loader.run_batch(bigint) IS
   'One batch of a load run, in the caller''s transaction: pull, load, and delete the messages once it commits. Returns whether the run goes on.';
 
--- End a run: give prefetched messages back, wait for the last deletes, prune the bookkeeping,
+-- End a run: give up its slot of the queue (sqs_loader.max_runs_per_queue), give prefetched
+-- messages back, wait for the last deletes, prune the bookkeeping,
 -- record the outcome (stopped, for a background worker asked to stop). Returns the run's row.
 CREATE FUNCTION sqs_loader.run_end(p_run_id bigint, p_stopped boolean DEFAULT false) RETURNS sqs_loader.load_runs
 LANGUAGE plpgsql
@@ -377,6 +384,7 @@ DECLARE
     det text;
     hnt text;
 BEGIN
+    PERFORM sqs_loader.run_slot_release();
     BEGIN
         PERFORM sqs_loader.release_prefetched();
         done_deletes := sqs_loader.delete_collect(true);
@@ -395,7 +403,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sqs_loader.run_end(bigint, boolean) IS
-  'End a load run: release prefetched messages, wait for the background deletes, prune processed_messages, record the status.';
+  'End a load run: give up its queue slot, release prefetched messages, wait for the background deletes, prune processed_messages, record the status.';
 
 -- Raise the error a run ended with, if any (after the caller committed its record).
 CREATE FUNCTION sqs_loader.run_raise(p_run_id bigint) RETURNS void

@@ -57,6 +57,10 @@ COMMENT ON FUNCTION sqs_loader.batch_abandoned() IS
   'The batch being loaded failed: give its messages back to the queue now and stop keeping them invisible (internal to the loader).';
 COMMENT ON FUNCTION sqs_loader.launch_supervisor() IS
   'Start this database''s background-worker supervisor once the transaction commits (internal to start_worker()).';
+COMMENT ON FUNCTION sqs_loader.run_slot(text, integer) IS
+  'Whether this run may load a batch of the queue now: it holds one of the queue''s sqs_loader.max_runs_per_queue slots (a session advisory lock) or takes a free one, waiting up to wait_ms (internal to the loader).';
+COMMENT ON FUNCTION sqs_loader.run_slot_release() IS
+  'Give up the queue slot this backend''s run holds (internal to run_end(); an aborted transaction gives it up too).';
 COMMENT ON FUNCTION sqs_loader.check_queue_url(text) IS
   'Raise the error a request to this queue URL would raise for its form, the host allow-list or exposed credentials (internal to start_worker()).';
 COMMENT ON FUNCTION sqs_loader.loader_settings() IS

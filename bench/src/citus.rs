@@ -38,6 +38,8 @@ pub fn citus(sqs: &Sqs, coordinator: u16, n: usize, rows: usize, runs: usize) ->
                     runs: k,
                     parallel: 4,
                     adapt: Some(true),
+                    // Concurrency itself is measured here, whatever the host's cores.
+                    uncapped: true,
                 },
             );
         }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// One run with `sqs_loader.adapt_requests = off`, at 4 and 16.
 const FIXED_4: &str = "load_user_logins(), 1 run, 4 parallel, adapt_requests = off";
 const FIXED_16: &str = "load_user_logins(), 1 run, 16 parallel, adapt_requests = off";
+/// Four concurrent runs that all load (`sqs_loader.max_runs_per_queue = 0`), as before the cap.
+const UNCAPPED_4X4: &str = "load_user_logins(), 4 concurrent runs × 4, max_runs_per_queue = 0";
 
 /// Who drains the queue.
 #[derive(Clone, Copy)]
@@ -24,11 +26,14 @@ pub enum Drainer {
     },
     /// `runs` concurrent CALL load_user_logins(), each with `parallel` requests in flight at
     /// most, fewer while fewer do if `adapt` (`sqs_loader.adapt_requests`; None: not set, for a
-    /// build from BENCH_REV that predates the setting and always uses them all).
+    /// build from BENCH_REV that predates the setting and always uses them all); with
+    /// `uncapped`, every run loads at once (`sqs_loader.max_runs_per_queue = 0`), otherwise
+    /// the setting's default decides how many do.
     Loader {
         runs: usize,
         parallel: usize,
         adapt: Option<bool>,
+        uncapped: bool,
     },
     Python,
     /// One background worker (`sqs_loader.start_worker`) with `parallel` requests in flight.
@@ -69,6 +74,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
             runs,
             parallel,
             adapt,
+            uncapped,
         } => {
             let barrier = Arc::new(Barrier::new(runs));
             let start = Instant::now();
@@ -79,6 +85,10 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
                         let (mut c, pid) = loader_session(&base, parallel);
                         if let Some(adapt) = adapt {
                             c.batch_execute(&format!("SET sqs_loader.adapt_requests = {adapt}"))
+                                .unwrap();
+                        }
+                        if uncapped {
+                            c.batch_execute("SET sqs_loader.max_runs_per_queue = 0")
                                 .unwrap();
                         }
                         // The process (with its I/O threads, also those that ended) and its
@@ -204,28 +214,47 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     // The last two rows: what one run did before it adapted its requests in flight (left out
     // for a build without the setting, which always did).
     let adapting = has_setting("sqs_loader.adapt_requests");
-    let loaders: &[(&str, usize, usize, bool)] = match (p.full, adapting) {
-        (true, true) => &[
-            ("load_user_logins(), 1 run, 4 parallel", 1, 4, true),
-            ("load_user_logins(), 1 run, 16 parallel", 1, 16, true),
-            ("load_user_logins(), 2 concurrent runs × 8", 2, 8, true),
-            ("load_user_logins(), 4 concurrent runs × 4", 4, 4, true),
-            (FIXED_4, 1, 4, false),
-            (FIXED_16, 1, 16, false),
-        ],
-        (true, false) => &[
-            ("load_user_logins(), 1 run, 4 parallel", 1, 4, true),
-            ("load_user_logins(), 1 run, 16 parallel", 1, 16, true),
-            ("load_user_logins(), 2 concurrent runs × 8", 2, 8, true),
-            ("load_user_logins(), 4 concurrent runs × 4", 4, 4, true),
-        ],
-        (false, _) => &[("load_user_logins(), 1 run, 4 parallel", 1, 4, true)],
-    };
-    for &(name, runs, parallel, adapt) in loaders {
-        let note = if adapt && adapting {
-            String::new()
-        } else {
+    let capping = has_setting("sqs_loader.max_runs_per_queue");
+    let mut loaders: Vec<(&str, usize, usize, bool, bool)> =
+        vec![("load_user_logins(), 1 run, 4 parallel", 1, 4, true, false)];
+    if p.full {
+        loaders.extend([
+            ("load_user_logins(), 1 run, 16 parallel", 1, 16, true, false),
+            (
+                "load_user_logins(), 2 concurrent runs × 8",
+                2,
+                8,
+                true,
+                false,
+            ),
+            (
+                "load_user_logins(), 4 concurrent runs × 4",
+                4,
+                4,
+                true,
+                false,
+            ),
+        ]);
+        // What the cap on runs per queue changes (left out for a build without the setting).
+        if capping {
+            loaders.push((UNCAPPED_4X4, 4, 4, true, true));
+        }
+        if adapting {
+            loaders.extend([
+                (FIXED_4, 1, 4, false, false),
+                (FIXED_16, 1, 16, false, false),
+            ]);
+        }
+    }
+    for &(name, runs, parallel, adapt, uncapped) in &loaders {
+        let note = if !(adapt && adapting) {
             "always max_parallel_requests in flight".to_string()
+        } else if uncapped {
+            "every run loads at once, as before the cap".to_string()
+        } else if runs > 1 && capping {
+            "max_runs_per_queue at its default: runs beyond it wait".to_string()
+        } else {
+            String::new()
         };
         plan.push((
             name.into(),
@@ -233,6 +262,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
                 runs,
                 parallel,
                 adapt: adapting.then_some(adapt),
+                uncapped,
             },
             p.n,
             note,
@@ -241,7 +271,9 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     if let Some(side) = p.ab {
         plan.retain(|(name, d, _, _)| match d {
             Drainer::Bare { clients } => *clients == 4,
-            Drainer::Loader { adapt, .. } => *adapt != Some(false),
+            Drainer::Loader {
+                adapt, uncapped, ..
+            } => *adapt != Some(false) && !*uncapped,
             _ => unreachable!("{name}"),
         });
         let mut seed = 0x5eed_ab00_u64;
@@ -333,7 +365,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
     if p.full {
         let b16 = t.median_of("bare client, 16 parallel");
-        for &(name, _, _, _) in loaders[1..].iter().filter(|l| l.3) {
+        for &(name, ..) in loaders[1..].iter().filter(|l| l.3) {
             let _ = writeln!(
                 ratios,
                 "{label}: {name} = {:.0} % of the bare client at 16 (target ≥ 90 %)",

@@ -6,7 +6,7 @@ use super::{message_row, non_null, timestamptz_from_epoch_ms};
 use crate::login;
 use crate::postgres::batch;
 use crate::postgres::token_array::TokenArray;
-use crate::postgres::{guc, loader_state, vault};
+use crate::postgres::{guc, loader_state, run_slots, vault};
 use crate::sqs::executor::ReceiveArgs;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -74,6 +74,24 @@ fn delete_after_commit(
 #[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
 fn batch_abandoned() {
     loader_state::batch_abandoned()
+}
+
+/// Whether this run may load a batch of the queue now (`sqs_loader.max_runs_per_queue`): it
+/// holds one of the queue's slots or takes a free one, waiting up to `wait_ms` for one.
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
+fn run_slot(queue_url: &str, wait_ms: i32) -> bool {
+    run_slots::take(
+        queue_url,
+        std::time::Duration::from_millis(wait_ms.max(0) as u64),
+    )
+}
+
+/// Give up the queue slot this backend's run holds (the end of a run).
+#[pg_extern(volatile, parallel_unsafe, schema = "sqs_loader")]
+#[search_path(pg_catalog, pg_temp)]
+fn run_slot_release() {
+    run_slots::release()
 }
 
 /// Check a queue URL the way a request would: its form, the allow-list, credentials stored where

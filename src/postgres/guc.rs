@@ -81,6 +81,8 @@ static POISON_RECEIVE_COUNT: GucSetting<i32> = GucSetting::<i32>::new(3);
 static KNOWN_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 /// Seconds between progress NOTICEs.
 static PROGRESS_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// Runs of one queue that load at a time in a database (-1: half the CPUs, at least 1; 0: any).
+static MAX_RUNS_PER_QUEUE: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
 // ---------------------------------------------------------------- background workers
 
@@ -195,6 +197,20 @@ pub fn known_tokens() -> usize {
 
 pub fn progress_seconds() -> i32 {
     PROGRESS_SECONDS.get()
+}
+
+/// How many runs of one queue may load at a time in this database; `None`: any number.
+/// The default (-1) is half the CPUs this process may use, at least 1.
+pub fn max_runs_per_queue() -> Option<u32> {
+    match MAX_RUNS_PER_QUEUE.get() {
+        0 => None,
+        n if n > 0 => Some(n as u32),
+        _ => Some(
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1) as u32,
+        ),
+    }
 }
 
 pub fn launcher_database() -> String {
@@ -576,6 +592,13 @@ fn define_loader() {
         c"Only values stored by committed transactions count; a vault replaced as a whole (TRUNCATE, a new extension) is noticed. When full, it starts over.",
         &KNOWN_TOKENS,
         (0, 10_000_000),
+    );
+    user(
+        c"sqs_loader.max_runs_per_queue",
+        c"Runs of one queue that load at a time in a database; a run started beyond them waits for one to end. -1: half the server's CPUs, at least 1; 0: no limit.",
+        c"Each loading run keeps a backend and its I/O threads busy; beyond the cores there are, concurrent runs of one queue only take CPU from each other (and from an emulator on the same host).",
+        &MAX_RUNS_PER_QUEUE,
+        (-1, 1000),
     );
     user(
         c"sqs_loader.progress_seconds",

@@ -9,6 +9,7 @@ pub mod guc;
 pub mod loader_state;
 pub mod log_guard;
 pub mod plans;
+pub mod run_slots;
 pub mod sqs_client;
 pub mod token_array;
 pub mod vault;

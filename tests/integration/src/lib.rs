@@ -190,9 +190,12 @@ impl TestDb {
         let (private, public) = keypair();
         c.execute("SELECT set_rsa_public_key($1)", &[&public])
             .unwrap();
-        // Short visibility timeouts make redelivery quick to observe.
+        // Short visibility timeouts make redelivery quick to observe. Every run loads at once
+        // (no cap on runs per queue): the tests of concurrent consumers mean concurrent
+        // consumers; the cap has a test of its own (workers.rs).
         c.batch_execute(&format!(
-            "ALTER DATABASE {name} SET sqs_loader.visibility_timeout = 5"
+            "ALTER DATABASE {name} SET sqs_loader.visibility_timeout = 5;
+             ALTER DATABASE {name} SET sqs_loader.max_runs_per_queue = 0"
         ))
         .unwrap();
         TestDb {

@@ -482,3 +482,142 @@ fn a_stopped_worker_gives_back_what_its_last_long_poll_received() {
         },
     );
 }
+
+/// A session whose notices are collected.
+fn connect_with_notices(db: &str) -> (postgres::Client, Arc<std::sync::Mutex<Vec<String>>>) {
+    let notices = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let n2 = notices.clone();
+    let mut config: postgres::Config = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        env().pgport
+    )
+    .parse()
+    .unwrap();
+    config.notice_callback(move |n| n2.lock().unwrap().push(n.message().to_string()));
+    (config.connect(postgres::NoTls).unwrap(), notices)
+}
+
+/// The queue slots (sqs_loader.max_runs_per_queue) held in this database, by pid.
+fn slot_holders(c: &mut postgres::Client) -> Vec<i32> {
+    c.query(
+        "SELECT pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE l.locktype = 'advisory' AND l.objsubid = 21329 AND l.granted AND d.datname = current_database()
+          ORDER BY pid",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// With `max_runs_per_queue = 1` a second run of a queue receives nothing while the first
+/// loads: it waits, says so, and takes over once the first ends (here: finds the queue empty).
+/// With 0 both load at once. A run cancelled mid-batch gives its slot up at once, though its
+/// session stays open: the next run loads instead of waiting for that session to end.
+#[test]
+fn runs_beyond_max_runs_per_queue_wait_and_a_cancelled_run_frees_its_slot() {
+    let _g = shared();
+    let db = TestDb::new("run_slots");
+    let mut c = db.client();
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET sqs_loader.batch_size = 10",
+        db.name
+    ))
+    .unwrap();
+    // Every row takes 0.3 s to insert: a batch of 10, 3 s.
+    slow_marked_rows(&mut c, 0.3);
+    for (cap, tag) in [(1, "capped"), (0, "uncapped")] {
+        let url = create_queue(&mut c, &format!("it-slots-{tag}"));
+        let bodies: Vec<String> = login_events(30, tag, 30)
+            .iter()
+            .map(|b| b.replace("\"user_id\":\"", "\"user_id\":\"slow-"))
+            .collect();
+        send(&mut c, &url, &bodies);
+        let run = |name: String, url: String| {
+            std::thread::spawn(move || {
+                let (mut s, notices) = connect_with_notices(&name);
+                s.batch_execute(&format!("SET sqs_loader.max_runs_per_queue = {cap}"))
+                    .unwrap();
+                let r = load(&mut s, &url);
+                let n = notices.lock().unwrap().clone();
+                (r, n)
+            })
+        };
+        let first = run(db.name.clone(), url.clone());
+        // The first run receives its first batch and the next (20 messages), then holds the
+        // slot while the first loads; 10 messages stay visible.
+        wait_until(Duration::from_secs(30), "the first run to load", || {
+            count(
+                &mut c,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            ) > 0
+        });
+        if cap == 1 {
+            assert_eq!(slot_holders(&mut c).len(), 1, "one slot held");
+        }
+        let second = run(db.name.clone(), url.clone());
+        if cap == 1 {
+            // Shown waiting in pg_stat_activity.
+            wait_until(Duration::from_secs(10), "the second run to wait", || {
+                count(
+                    &mut c,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Extension'",
+                ) == 1
+            });
+        }
+        let (a, _) = first.join().unwrap();
+        let (b, notices) = second.join().unwrap();
+        assert_eq!(a.loaded + b.loaded, 30, "{a:?} {b:?}");
+        assert_eq!(a.skipped + b.skipped, 0, "{a:?} {b:?}");
+        if cap == 1 {
+            assert_eq!((a.received, b.received), (30, 0), "the second run waited");
+            assert!(
+                notices
+                    .iter()
+                    .any(|m| m.contains("this run waits for one to end")),
+                "{notices:?}"
+            );
+        } else {
+            assert!(b.received > 0, "both loaded at once: {a:?} {b:?}");
+            assert!(notices.iter().all(|m| !m.contains("waits")), "{notices:?}");
+        }
+        assert_eq!(
+            slot_holders(&mut c),
+            Vec::<i32>::new(),
+            "every slot given up"
+        );
+    }
+
+    // Cancelled in its slow first batch (3 s), in a session that stays open.
+    let url = create_queue(&mut c, "it-slots-cancel");
+    let bodies: Vec<String> = login_events(10, "cancel", 10)
+        .iter()
+        .map(|b| b.replace("\"user_id\":\"", "\"user_id\":\"slow-"))
+        .collect();
+    send(&mut c, &url, &bodies);
+    let mut s = db.client();
+    s.batch_execute("SET sqs_loader.max_runs_per_queue = 1; SET statement_timeout = '1s'")
+        .unwrap();
+    let e = s
+        .query_one("CALL load_user_logins($1)", &[&url])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    let pid: i32 = s.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    assert!(
+        !slot_holders(&mut c).contains(&pid),
+        "the cancelled run's session holds no slot"
+    );
+    // The next run (the default cap of this 2-core machine, or any) loads what the first gave
+    // back once its visibility timeout (5 s) is up, instead of waiting for that session to end.
+    c.batch_execute("SET sqs_loader.max_runs_per_queue = 1; SET sqs_loader.exit_when_empty = off")
+        .unwrap();
+    let r = c
+        .query_one(
+            "CALL load_user_logins($1, max_messages => 10, max_seconds => 30)",
+            &[&url],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, i64>(1), 10, "loaded after the cancelled run");
+    drop(s);
+}
