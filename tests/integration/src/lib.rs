@@ -6,7 +6,7 @@
 //! restart or crash the server take the exclusive side of [`cluster_lock`].
 
 use postgres::{Client, NoTls};
-use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub struct Env {
@@ -362,6 +362,20 @@ pub fn load(c: &mut Client, url: &str) -> RunCounts {
         rejected: r.get(2),
         skipped: r.get(3),
     }
+}
+
+/// A session on `db` whose NOTICEs (and other notices) are collected, in order.
+pub fn connect_with_notices(db: &str) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+    let n2 = notices.clone();
+    let mut config: postgres::Config = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        env().pgport
+    )
+    .parse()
+    .unwrap();
+    config.notice_callback(move |n| n2.lock().unwrap().push(n.message().to_string()));
+    (config.connect(NoTls).unwrap(), notices)
 }
 
 pub fn count(c: &mut Client, sql: &str) -> i64 {

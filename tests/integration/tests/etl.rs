@@ -413,17 +413,7 @@ fn every_hostile_body_gets_its_reason_and_its_neighbours_load() {
 fn progress_notices_and_draining_until_the_deadline() {
     let _g = shared();
     let db = TestDb::new("progress");
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let n2 = notices.clone();
-    let mut config: postgres::Config = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={}",
-        env().pgport,
-        db.name
-    )
-    .parse()
-    .unwrap();
-    config.notice_callback(move |n| n2.lock().unwrap().push(n.message().to_string()));
-    let mut c = config.connect(postgres::NoTls).unwrap();
+    let (mut c, notices) = connect_with_notices(&db.name);
     let url = create_queue(&mut c, "it-progress");
     send(&mut c, &url, &login_events(50, "pg", 50));
     c.batch_execute("SET sqs_loader.exit_when_empty = off; SET sqs_loader.progress_seconds = 1")

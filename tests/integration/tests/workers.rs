@@ -483,20 +483,6 @@ fn a_stopped_worker_gives_back_what_its_last_long_poll_received() {
     );
 }
 
-/// A session whose notices are collected.
-fn connect_with_notices(db: &str) -> (postgres::Client, Arc<std::sync::Mutex<Vec<String>>>) {
-    let notices = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let n2 = notices.clone();
-    let mut config: postgres::Config = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={db}",
-        env().pgport
-    )
-    .parse()
-    .unwrap();
-    config.notice_callback(move |n| n2.lock().unwrap().push(n.message().to_string()));
-    (config.connect(postgres::NoTls).unwrap(), notices)
-}
-
 /// The queue slots (sqs_loader.max_runs_per_queue) held in this database, by pid.
 fn slot_holders(c: &mut postgres::Client) -> Vec<i32> {
     c.query(
@@ -608,8 +594,8 @@ fn runs_beyond_max_runs_per_queue_wait_and_a_cancelled_run_frees_its_slot() {
         !slot_holders(&mut c).contains(&pid),
         "the cancelled run's session holds no slot"
     );
-    // The next run (the default cap of this 2-core machine, or any) loads what the first gave
-    // back once its visibility timeout (5 s) is up, instead of waiting for that session to end.
+    // The next run, capped at 1 too, loads what the first gave back once its visibility timeout
+    // (5 s) is up, instead of waiting for that session to end.
     c.batch_execute("SET sqs_loader.max_runs_per_queue = 1; SET sqs_loader.exit_when_empty = off")
         .unwrap();
     let r = c
