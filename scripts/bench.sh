@@ -70,6 +70,11 @@ cleanup() {
 }
 trap cleanup EXIT
 start_emulators fauxqs localstack
+# Their processes, whose CPU the drain reports next to the loader's (empty when another
+# script started them: the column is then left out).
+BENCH_FAUXQS_PID=$(cat "$RUN_DIR/fauxqs/pid" 2>/dev/null || true)
+BENCH_LOCALSTACK_PID=$(cat "$RUN_DIR/localstack/pid" 2>/dev/null || true)
+export BENCH_FAUXQS_PID BENCH_LOCALSTACK_PID
 
 keys=$RUN_DIR/bench-keys
 if [ ! -f "$keys/pgp_public.asc" ]; then

@@ -43,11 +43,13 @@ pub enum Drainer {
 }
 
 /// CPU per message (µs): the whole process (bare client) or the loading backends with their
-/// I/O threads, and of that the backends' own threads (what PostgreSQL and the SQL side did).
+/// I/O threads, and of that the backends' own threads (what PostgreSQL and the SQL side did);
+/// and the emulator's process meanwhile (when its pid is known).
 #[derive(Clone, Copy)]
 pub struct Cpu {
     pub total: f64,
     pub backend_thread: Option<f64>,
+    pub server: Option<f64>,
 }
 
 /// One measurement: fill a fresh queue with `n` messages, drain it, check the result is exact;
@@ -58,7 +60,9 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
     sqs.fill(&url, &m.bodies);
     let mut c = connect("bench");
     reset_tables(&mut c);
-    let mut cpu = None;
+    let mut cpu: Option<Cpu> = None;
+    // The emulator serves the drain alone from here (the fill is done).
+    let server_before = sqs.pid.as_deref().map(crate::common::cpu_seconds);
     let took = match d {
         Drainer::Bare { clients } => {
             // What receiving and deleting alone cost (the same SQS client code, no database).
@@ -67,6 +71,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
             cpu = Some(Cpu {
                 total: (crate::common::cpu_seconds("self") - before) * 1e6 / n as f64,
                 backend_thread: None,
+                server: None,
             });
             took
         }
@@ -115,6 +120,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
             cpu = Some(Cpu {
                 total: used * 1e6 / n as f64,
                 backend_thread: Some(main * 1e6 / n as f64),
+                server: None,
             });
             let rows = count(&mut c, "SELECT count(*) FROM user_logins") as usize;
             let rejected =
@@ -167,6 +173,9 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
             Duration::from_secs_f64(secs)
         }
     };
+    if let (Some(c), Some(before), Some(pid)) = (cpu.as_mut(), server_before, &sqs.pid) {
+        c.server = Some((crate::common::cpu_seconds(pid) - before) * 1e6 / n as f64);
+    }
     assert_eq!(
         sqs.depth(&url),
         Depth {
@@ -335,6 +344,15 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
                 "µs/msg",
                 main,
                 "of which the backends' own threads (/proc/PID/task/PID/stat); the rest is their I/O threads".into(),
+            );
+        }
+        let server: Vec<f64> = cpu.iter().filter_map(|c| c.server).collect();
+        if !server.is_empty() {
+            cpu_rows.add(
+                &format!("{name}: the emulator"),
+                "µs/msg",
+                server,
+                format!("the {label} server's process meanwhile (/proc/PID/stat)"),
             );
         }
     }

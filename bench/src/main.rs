@@ -36,8 +36,11 @@ fn main() {
     let runs = env_or("BENCH_RUNS", 3);
     let sections: Vec<String> = std::env::args().skip(1).collect();
     let want = |s: &str| sections.is_empty() || sections.iter().any(|x| x == s);
-    let fauxqs = Sqs::new(&env("BENCH_FAUXQS"));
-    let localstack = Sqs::new(&env("BENCH_LOCALSTACK"));
+    let fauxqs = Sqs::new(&env("BENCH_FAUXQS"), std::env::var("BENCH_FAUXQS_PID").ok());
+    let localstack = Sqs::new(
+        &env("BENCH_LOCALSTACK"),
+        std::env::var("BENCH_LOCALSTACK_PID").ok(),
+    );
     setup_db();
     // BENCH_AB (scripts/bench.sh): one round of one side, or the report of all rounds.
     match sections.as_slice() {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub struct Sqs {
     pub base: String,
     pub client: Client,
+    /// The emulator's process id (scripts/bench.sh passes it when it started the emulator): the
+    /// drain reads its CPU from /proc.
+    pub pid: Option<String>,
 }
 
 /// Messages visible and in flight.
@@ -23,9 +26,10 @@ pub struct Depth {
 }
 
 impl Sqs {
-    pub fn new(base: &str) -> Sqs {
+    pub fn new(base: &str, pid: Option<String>) -> Sqs {
         Sqs {
             base: base.to_string(),
+            pid: pid.filter(|p| std::path::Path::new(&format!("/proc/{p}/stat")).exists()),
             client: Client {
                 endpoint: endpoint::Endpoint {
                     // The emulators listen on 127.0.0.1.
