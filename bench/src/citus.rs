@@ -49,7 +49,7 @@ pub fn citus(sqs: &Sqs, coordinator: u16, n: usize, rows: usize, runs: usize) ->
         use_port(port);
         let mut c = connect("bench");
         let n_rows = load_rows(&mut c, rows, 0);
-        insert_cost(&mut c, &mut m, &format!(", {label}"), n_rows, runs);
+        insert_cost(&mut c, &mut m, &format!(", {label}"), n_rows, runs, false);
         c.batch_execute("DROP TABLE bench_bodies, bench_rows, bench_rows_small, bench_rows_arrays, bench_rows_small_arrays, pgc_vault")
             .unwrap();
     }

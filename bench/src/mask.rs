@@ -2,7 +2,7 @@
 //!    pgcrypto-only equivalent; plus 100,000 distinct values through mask_pii_batch and 1,000
 //!    through mask_pii one by one (each call is audited by a background worker).
 
-use crate::common::{connect, env, messages, reset_tables, Table};
+use crate::common::{connect, env, max, median, messages, min, reset_tables, Table};
 use postgres::Client;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -42,38 +42,8 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
         .query_one("SELECT count(*) FROM bench_rows_small", &[])
         .unwrap()
         .get(0);
-    insert_cost(&mut c, &mut t, "", n_rows, runs);
-    // Both values already in the vault (stored by an earlier committed load): a device or an
-    // address seen before. (b2) in the backend that stored them, which remembers them (with
-    // sqs_loader.known_tokens raised to hold all 400,000); (b3) in a new backend, which does not.
-    let in_vault = |c: &mut Client, same_backend: bool| -> f64 {
-        reset_tables(c);
-        c.batch_execute("SET sqs_loader.known_tokens = 1000000")
-            .unwrap();
-        c.batch_execute(&ours("bench_rows")).unwrap();
-        c.batch_execute("TRUNCATE user_logins").unwrap();
-        let mut fresh = connect("bench");
-        let timed: &mut Client = if same_backend { c } else { &mut fresh };
-        let start = Instant::now();
-        timed.batch_execute(&ours("bench_rows")).unwrap();
-        let us = per_row(c, start, n_rows);
-        c.batch_execute("RESET sqs_loader.known_tokens").unwrap();
-        us
-    };
-    let known: Vec<f64> = (0..runs).map(|_| in_vault(&mut c, true)).collect();
-    t.add(
-        "(b2) the same, both values already in the vault, known to the backend",
-        "µs/row",
-        known,
-        format!("{n_rows} rows; sqs_loader.known_tokens = 1000000"),
-    );
-    let cold: Vec<f64> = (0..runs).map(|_| in_vault(&mut c, false)).collect();
-    t.add(
-        "(b3) the same, both values already in the vault, a new backend",
-        "µs/row",
-        cold,
-        format!("{n_rows} rows"),
-    );
+    // (a), (a'), (b), (b2) and (b3) take turns, round by round (the host's speed drifts).
+    insert_cost(&mut c, &mut t, "", n_rows, runs, true);
     let b_small: Vec<f64> = (0..runs)
         .map(|_| time(&mut c, &ours("bench_rows_small"), None, small))
         .collect();
@@ -104,6 +74,28 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
         t.median_of("(b3) the same, both values already in the vault, a new backend")
             / t.median_of("(a) insert unmasked"),
         arrays / t.median_of("(a) insert unmasked")
+    );
+    // The same ratios round by round (each round measured (a), (b) and (b2) minutes apart).
+    let paired = |x: &str| -> String {
+        let samples = |name: &str| {
+            t.rows
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.samples.clone())
+                .unwrap_or_else(|| panic!("no row {name}"))
+        };
+        let r: Vec<f64> = samples(x)
+            .iter()
+            .zip(samples("(a) insert unmasked"))
+            .map(|(x, a)| x / a)
+            .collect();
+        format!("{:.1} ({:.1} – {:.1})", median(&r), min(&r), max(&r))
+    };
+    let _ = writeln!(
+        ratios,
+        "masking: round by round, median (min – max): (b)/(a) = {}, (b2)/(a) = {}",
+        paired("(b) insert through sqs_loader masking (tokens + vault)"),
+        paired("(b2) the same, both values already in the vault, known to the backend")
     );
     let _ = writeln!(
         ratios,
@@ -220,14 +212,18 @@ fn unmasked(src: &str) -> String {
 }
 
 /// The shape of load_batch(): the rows as column arrays (built beforehand from `src`, as pull()
-/// hands them to the loader: see [`load_rows`]), the IPs and device ids masked with one
-/// mask_values() call (one vault store), the rows inserted from unnest() of the arrays.
+/// hands them to the loader: see [`load_rows`]), the IPs and the device ids masked with a
+/// mask_values() call each (prepare_batch() masks both in one call and returns them as two
+/// columns, as these give them: no concatenated array to slice), the rows inserted from unnest()
+/// of the arrays.
 fn ours(src: &str) -> String {
     format!(
-        "WITH m AS (SELECT a.*, sqs_loader.mask_values(a.ips || a.devs) AS tok FROM {src}_arrays a)
-         INSERT INTO user_logins
+        "INSERT INTO user_logins
          SELECT x.user_id, x.device_type, x.ip, x.dev, x.locale, x.app_version, current_date
-           FROM m, unnest(m.u, m.d, m.tok[1:m.n], m.tok[m.n + 1:2 * m.n], m.l, m.v)
+           FROM {src}_arrays a,
+                LATERAL (SELECT sqs_loader.mask_values(a.ips) AS ips,
+                                sqs_loader.mask_values(a.devs) AS devs) m,
+                unnest(a.u, a.d, m.ips, m.devs, a.l, a.v)
                    AS x(user_id, device_type, ip, dev, locale, app_version)"
     )
 }
@@ -242,38 +238,107 @@ fn unmasked_from_arrays(src: &str) -> String {
     )
 }
 
-/// (a) the `n_rows` of bench_rows inserted unmasked and (b) through the masking, into empty
-/// tables, `runs` times each: rows "(a) …{label}" and "(b) …{label}" of `t`.
-pub fn insert_cost(c: &mut Client, t: &mut Table, label: &str, n_rows: i64, runs: usize) {
-    let mut time = |sql: &str| -> f64 {
+/// (a) the `n_rows` of bench_rows inserted unmasked, (a') the same from the column arrays and
+/// (b) through the masking, into empty tables; with `stored`, also (b2) and (b3): both values
+/// already in the vault. `runs` rounds, each measuring every row once in this order (the host's
+/// speed drifts within minutes, so the rows take turns instead of running back to back): rows
+/// "(a) …{label}" etc. of `t`.
+pub fn insert_cost(
+    c: &mut Client,
+    t: &mut Table,
+    label: &str,
+    n_rows: i64,
+    runs: usize,
+    stored: bool,
+) {
+    let time = |c: &mut Client, sql: &str| -> f64 {
         reset_tables(c);
         let start = Instant::now();
         c.batch_execute(sql).unwrap();
         per_row(c, start, n_rows)
     };
-    let a: Vec<f64> = (0..runs).map(|_| time(&unmasked("bench_rows"))).collect();
+    // A fresh cluster creates (zero-fills) a new 16 MB WAL segment every few thousand rows of
+    // (b), until checkpoints recycle old ones; rounds measured from cold got faster one after
+    // the other (here: (a) 1.27, 0.98, 0.74 and (b) 15.3, 10.6, 8.6 µs per row), (b), which
+    // writes four times the WAL per row, more so. So one unmeasured round first, then a
+    // checkpoint: the rounds measure a server that has been loading.
+    time(c, &unmasked("bench_rows"));
+    time(c, &unmasked_from_arrays("bench_rows"));
+    time(c, &ours("bench_rows"));
+    if stored {
+        in_vault(c, n_rows, true);
+    }
+    c.batch_execute("CHECKPOINT").unwrap();
+    let (mut a, mut a2, mut b, mut b2, mut b3) = (vec![], vec![], vec![], vec![], vec![]);
+    for round in 1..=runs {
+        a.push(time(c, &unmasked("bench_rows")));
+        a2.push(time(c, &unmasked_from_arrays("bench_rows")));
+        b.push(time(c, &ours("bench_rows")));
+        if stored {
+            b2.push(in_vault(c, n_rows, true));
+            b3.push(in_vault(c, n_rows, false));
+        }
+        let last = |v: &[f64]| v.last().map_or("–".into(), |x| format!("{x:.2}"));
+        println!(
+            "  round {round} of {runs}{label}: µs/row (a) {}, (a') {}, (b) {}, (b2) {}, (b3) {}",
+            last(&a),
+            last(&a2),
+            last(&b),
+            last(&b2),
+            last(&b3)
+        );
+    }
+    let note = format!("{n_rows} rows");
     t.add(
         &format!("(a) insert unmasked{label}"),
         "µs/row",
         a,
-        format!("{n_rows} rows"),
+        note.clone(),
     );
-    let a2: Vec<f64> = (0..runs)
-        .map(|_| time(&unmasked_from_arrays("bench_rows")))
-        .collect();
     t.add(
         &format!("(a') insert unmasked, from the column arrays{label}"),
         "µs/row",
         a2,
-        format!("{n_rows} rows"),
+        note.clone(),
     );
-    let b: Vec<f64> = (0..runs).map(|_| time(&ours("bench_rows"))).collect();
     t.add(
         &format!("(b) insert through sqs_loader masking (tokens + vault){label}"),
         "µs/row",
         b,
-        format!("{n_rows} rows"),
+        note.clone(),
     );
+    if stored {
+        t.add(
+            "(b2) the same, both values already in the vault, known to the backend",
+            "µs/row",
+            b2,
+            format!("{n_rows} rows; sqs_loader.known_tokens = 1000000"),
+        );
+        t.add(
+            "(b3) the same, both values already in the vault, a new backend",
+            "µs/row",
+            b3,
+            note,
+        );
+    }
+}
+
+/// Both values already in the vault (stored by an earlier committed load): a device or an
+/// address seen before. In the backend that stored them, which remembers them (with
+/// sqs_loader.known_tokens raised to hold all 400,000), or in a new backend, which does not.
+fn in_vault(c: &mut Client, n_rows: i64, same_backend: bool) -> f64 {
+    reset_tables(c);
+    c.batch_execute("SET sqs_loader.known_tokens = 1000000")
+        .unwrap();
+    c.batch_execute(&ours("bench_rows")).unwrap();
+    c.batch_execute("TRUNCATE user_logins").unwrap();
+    let mut fresh = connect("bench");
+    let timed: &mut Client = if same_backend { c } else { &mut fresh };
+    let start = Instant::now();
+    timed.batch_execute(&ours("bench_rows")).unwrap();
+    let us = per_row(c, start, n_rows);
+    c.batch_execute("RESET sqs_loader.known_tokens").unwrap();
+    us
 }
 
 /// µs per row since `start`, after checking `user_logins` holds all `n` rows.
