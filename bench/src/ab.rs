@@ -4,7 +4,7 @@
 //! falls on both sides alike. Each round of a side appends its samples to `SAMPLES`; the report
 //! pairs the k-th round of A with the k-th of B.
 
-use crate::common::{env, env_or, max, median, min};
+use crate::common::{env, env_or, ratios, spread};
 use crate::drain::Cpu;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -41,18 +41,6 @@ struct Samples {
     rate: Vec<f64>,
     cpu: Vec<f64>,
     own: Vec<f64>,
-}
-
-fn spread(v: &[f64], digits: usize) -> String {
-    if v.is_empty() {
-        return String::new();
-    }
-    let (lo, hi) = (min(v), max(v));
-    format!("{:.digits$} ({lo:.digits$} – {hi:.digits$})", median(v))
-}
-
-fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| y / x).collect()
 }
 
 pub fn report(rev: &str) -> String {

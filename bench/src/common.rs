@@ -206,6 +206,20 @@ pub fn max(v: &[f64]) -> f64 {
     v.iter().cloned().fold(f64::MIN, f64::max)
 }
 
+/// "median (min – max)" of `v`, with `digits` decimals; empty for no samples.
+pub fn spread(v: &[f64], digits: usize) -> String {
+    if v.is_empty() {
+        return String::new();
+    }
+    let (lo, hi) = (min(v), max(v));
+    format!("{:.digits$} ({lo:.digits$} – {hi:.digits$})", median(v))
+}
+
+/// Sample by sample (round by round), `b` ÷ `a`.
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| y / x).collect()
+}
+
 /// A results table: median of the runs with min–max.
 #[derive(Default)]
 pub struct Table {
@@ -228,15 +242,17 @@ impl Table {
         });
     }
 
+    pub fn samples_of(&self, name: &str) -> &[f64] {
+        &self
+            .rows
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no row {name}"))
+            .samples
+    }
+
     pub fn median_of(&self, name: &str) -> f64 {
-        median(
-            &self
-                .rows
-                .iter()
-                .find(|r| r.name == name)
-                .unwrap_or_else(|| panic!("no row {name}"))
-                .samples,
-        )
+        median(self.samples_of(name))
     }
 
     pub fn render(&self, title: &str) -> String {

@@ -363,11 +363,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
                 .position(|x| x.0 == n)
                 .unwrap_or_else(|| panic!("no row {n}"))
         };
-        let r: Vec<f64> = rates[idx(a)]
-            .iter()
-            .zip(&rates[idx(b)])
-            .map(|(x, y)| x / y)
-            .collect();
+        let r = crate::common::ratios(&rates[idx(b)], &rates[idx(a)]);
         (median(&r), min(&r), max(&r))
     };
     let mut ratios = String::new();

@@ -2,7 +2,7 @@
 //!    pgcrypto-only equivalent; plus 100,000 distinct values through mask_pii_batch and 1,000
 //!    through mask_pii one by one (each call is audited by a background worker).
 
-use crate::common::{connect, env, max, median, messages, min, reset_tables, Table};
+use crate::common::{connect, env, messages, reset_tables, spread, Table};
 use postgres::Client;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -75,21 +75,12 @@ pub fn mask(rows: usize, pgcrypto_rows: usize, runs: usize) -> String {
             / t.median_of("(a) insert unmasked"),
         arrays / t.median_of("(a) insert unmasked")
     );
-    // The same ratios round by round (each round measured (a), (b) and (b2) minutes apart).
-    let paired = |x: &str| -> String {
-        let samples = |name: &str| {
-            t.rows
-                .iter()
-                .find(|r| r.name == name)
-                .map(|r| r.samples.clone())
-                .unwrap_or_else(|| panic!("no row {name}"))
-        };
-        let r: Vec<f64> = samples(x)
-            .iter()
-            .zip(samples("(a) insert unmasked"))
-            .map(|(x, a)| x / a)
-            .collect();
-        format!("{:.1} ({:.1} – {:.1})", median(&r), min(&r), max(&r))
+    // The same ratios round by round (each round measures (a), (b) and (b2) seconds apart).
+    let paired = |x: &str| {
+        spread(
+            &crate::common::ratios(t.samples_of("(a) insert unmasked"), t.samples_of(x)),
+            1,
+        )
     };
     let _ = writeln!(
         ratios,
