@@ -157,7 +157,7 @@ BEGIN
     IF p_try_plain THEN
         BEGIN
             INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
-            SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s);
+            SELECT u.i, u.t, p_data_key_id, u.s FROM (SELECT unnest(p_ids), unnest(p_tokens), unnest(p_sealed)) AS u(i, t, s);
             RETURN true;
         EXCEPTION WHEN unique_violation THEN
             NULL;
@@ -166,7 +166,7 @@ BEGIN
     -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
     -- waits for a concurrent forget_pii() of the same token to commit or abort first.
     INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
-    SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s)
+    SELECT u.i, u.t, p_data_key_id, u.s FROM (SELECT unnest(p_ids), unnest(p_tokens), unnest(p_sealed)) AS u(i, t, s)
     ON CONFLICT (id) DO NOTHING;
     RETURN false;
 END

@@ -708,7 +708,9 @@ BEGIN
     SELECT * INTO b FROM sqs_loader.prepare_batch(p_run_id, p_ids, p_bodies, p_sent);
     skipped := b.skipped;
 
-    -- Valid events: insert the rows.
+    -- Valid events: insert the rows. The arrays are unnested in a select list (one pass, in
+    -- step: ProjectSet), not as unnest(a, b, ...) in FROM, which first copies every array into
+    -- a tuplestore of its own (that insert took 1.7x the time of this one: docs/performance.md).
     n := cardinality(b.message_ids);
     loaded := 0;
     IF n > 0 THEN
@@ -717,8 +719,8 @@ BEGIN
                    (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
             SELECT v.user_id, v.device_type, v.ip, v.device_id, v.locale, v.app_version,
                    (least(v.sent_at, v.event_at) AT TIME ZONE 'UTC')::date
-              FROM unnest(b.user_ids, b.device_types, b.ips, b.device_ids, b.locales, b.app_versions,
-                          b.sent_ats, b.event_ats)
+              FROM (SELECT unnest(b.user_ids), unnest(b.device_types), unnest(b.ips), unnest(b.device_ids),
+                           unnest(b.locales), unnest(b.app_versions), unnest(b.sent_ats), unnest(b.event_ats))
                    AS v(user_id, device_type, ip, device_id, locale, app_version, sent_at, event_at);
             GET DIAGNOSTICS loaded = ROW_COUNT;
         EXCEPTION WHEN data_exception OR integrity_constraint_violation OR plpgsql_error THEN
@@ -1094,7 +1096,7 @@ BEGIN
     IF p_try_plain THEN
         BEGIN
             INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
-            SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s);
+            SELECT u.i, u.t, p_data_key_id, u.s FROM (SELECT unnest(p_ids), unnest(p_tokens), unnest(p_sealed)) AS u(i, t, s);
             RETURN true;
         EXCEPTION WHEN unique_violation THEN
             NULL;
@@ -1103,7 +1105,7 @@ BEGIN
     -- An erased token's row is a tombstone (sealed NULL): ON CONFLICT leaves it as it is, and
     -- waits for a concurrent forget_pii() of the same token to commit or abort first.
     INSERT INTO sqs_loader.vault (id, token, data_key_id, sealed)
-    SELECT u.i, u.t, p_data_key_id, u.s FROM unnest(p_ids, p_tokens, p_sealed) AS u(i, t, s)
+    SELECT u.i, u.t, p_data_key_id, u.s FROM (SELECT unnest(p_ids), unnest(p_tokens), unnest(p_sealed)) AS u(i, t, s)
     ON CONFLICT (id) DO NOTHING;
     RETURN false;
 END
@@ -1127,7 +1129,7 @@ BEGIN
     BEGIN
         INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
         SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, p_run_id, u.sent
-          FROM unnest(p_ids, p_valid, p_sent) AS u(id, ok, sent);
+          FROM (SELECT unnest(p_ids), unnest(p_valid), unnest(p_sent)) AS u(id, ok, sent);
         RETURN p_ids;
     EXCEPTION WHEN unique_violation THEN
         NULL;
@@ -1135,7 +1137,7 @@ BEGIN
     WITH ins AS (
         INSERT INTO sqs_loader.processed_messages (message_id, outcome, run_id, sent_at)
         SELECT u.id, CASE WHEN u.ok THEN 'loaded' ELSE 'rejected' END, p_run_id, u.sent
-          FROM unnest(p_ids, p_valid, p_sent) AS u(id, ok, sent)
+          FROM (SELECT unnest(p_ids), unnest(p_valid), unnest(p_sent)) AS u(id, ok, sent)
         ON CONFLICT (message_id) DO NOTHING
         RETURNING message_id)
     SELECT coalesce(array_agg(message_id), '{}') INTO claimed FROM ins;

@@ -205,8 +205,9 @@ fn unmasked(src: &str) -> String {
 /// The shape of load_batch(): the rows as column arrays (built beforehand from `src`, as pull()
 /// hands them to the loader: see [`load_rows`]), the IPs and the device ids masked with a
 /// mask_values() call each (prepare_batch() masks both in one call and returns them as two
-/// columns, as these give them: no concatenated array to slice), the rows inserted from unnest()
-/// of the arrays.
+/// columns, as these give them: no concatenated array to slice), the rows inserted from the
+/// arrays unnested in a select list, as load_batch() does (not unnest(a, b, …) in FROM, which
+/// copies each array into a tuplestore first).
 fn ours(src: &str) -> String {
     format!(
         "INSERT INTO user_logins
@@ -214,7 +215,8 @@ fn ours(src: &str) -> String {
            FROM {src}_arrays a,
                 LATERAL (SELECT sqs_loader.mask_values(a.ips) AS ips,
                                 sqs_loader.mask_values(a.devs) AS devs) m,
-                unnest(a.u, a.d, m.ips, m.devs, a.l, a.v)
+                LATERAL (SELECT unnest(a.u), unnest(a.d), unnest(m.ips), unnest(m.devs),
+                                unnest(a.l), unnest(a.v))
                    AS x(user_id, device_type, ip, dev, locale, app_version)"
     )
 }
@@ -224,7 +226,9 @@ fn unmasked_from_arrays(src: &str) -> String {
     format!(
         "INSERT INTO user_logins
          SELECT x.user_id, x.device_type, x.ip, x.dev, x.locale, x.app_version, current_date
-           FROM {src}_arrays a, unnest(a.u, a.d, a.ips, a.devs, a.l, a.v)
+           FROM {src}_arrays a,
+                LATERAL (SELECT unnest(a.u), unnest(a.d), unnest(a.ips), unnest(a.devs),
+                                unnest(a.l), unnest(a.v))
                    AS x(user_id, device_type, ip, dev, locale, app_version)"
     )
 }
