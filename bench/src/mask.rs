@@ -209,25 +209,23 @@ fn unmasked(src: &str) -> String {
 /// arrays unnested in a select list, as load_batch() does (not unnest(a, b, …) in FROM, which
 /// copies each array into a tuplestore first).
 fn ours(src: &str) -> String {
-    format!(
-        "INSERT INTO user_logins
-         SELECT x.user_id, x.device_type, x.ip, x.dev, x.locale, x.app_version, current_date
-           FROM {src}_arrays a,
-                LATERAL (SELECT sqs_loader.mask_values(a.ips) AS ips,
-                                sqs_loader.mask_values(a.devs) AS devs) m,
-                LATERAL (SELECT unnest(a.u), unnest(a.d), unnest(m.ips), unnest(m.devs),
-                                unnest(a.l), unnest(a.v))
-                   AS x(user_id, device_type, ip, dev, locale, app_version)"
-    )
+    from_arrays(src, "sqs_loader.mask_values")
 }
 
 /// (a') the same rows from the same column arrays, unmasked: what the array plumbing costs.
 fn unmasked_from_arrays(src: &str) -> String {
+    from_arrays(src, "")
+}
+
+/// The insert from `src`'s column arrays, the IPs and the device ids passed through the
+/// function `mask` (none when empty).
+fn from_arrays(src: &str, mask: &str) -> String {
     format!(
         "INSERT INTO user_logins
          SELECT x.user_id, x.device_type, x.ip, x.dev, x.locale, x.app_version, current_date
            FROM {src}_arrays a,
-                LATERAL (SELECT unnest(a.u), unnest(a.d), unnest(a.ips), unnest(a.devs),
+                LATERAL (SELECT {mask}(a.ips) AS ips, {mask}(a.devs) AS devs) m,
+                LATERAL (SELECT unnest(a.u), unnest(a.d), unnest(m.ips), unnest(m.devs),
                                 unnest(a.l), unnest(a.v))
                    AS x(user_id, device_type, ip, dev, locale, app_version)"
     )
