@@ -7,7 +7,9 @@
 //! caches (see docs/performance.md for what that cost).
 //!
 //! Threads are started with every signal blocked: in a PostgreSQL backend, its signal handlers
-//! must run on the backend's own thread. Jobs must not call into PostgreSQL.
+//! must run on the backend's own thread. Jobs must not call into PostgreSQL. Each asks the
+//! scheduler for a short time slice ([`SLICE_NS`]), so that a reply is taken in at once even
+//! while the backend keeps its core busy.
 
 use super::lock;
 use std::collections::VecDeque;
@@ -131,10 +133,59 @@ fn spawn_blocked(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let r = std::thread::Builder::new()
             .name(THREAD_NAME.into())
             .stack_size(STACK)
-            .spawn(f);
+            .spawn(move || {
+                short_slice();
+                f()
+            });
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         r.map(|_| ())
     }
+}
+
+/// `struct sched_attr` of `sched_setattr(2)`, its first version (48 bytes).
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// `SCHED_FLAG_KEEP_POLICY` of `sched_setattr(2)` (Linux 5.3): the policy stays what it is.
+const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
+
+/// The time slice an I/O thread asks for: the shortest Linux allows (0.1 ms).
+pub const SLICE_NS: u64 = 100_000;
+
+/// Ask the scheduler for a short time slice on this thread. Under EEVDF (Linux 6.12 and
+/// later) a thread that wakes with a shorter slice than the running one preempts it. An I/O
+/// thread wakes when a reply arrives and runs for tens of microseconds (decode the reply, send
+/// the next request); with the default slice (0.7–3 ms depending on the CPUs) it could wait in
+/// the run queue behind its own busy backend for milliseconds while the SQS endpoint, with no
+/// request left, idled: on 2 cores with an emulator beside the database, a tenth of the
+/// emulator's time (docs/performance.md, *the I/O threads' time slice*). The policy and nice
+/// value stay the thread's own; an older kernel ignores the slice, and a failure leaves the
+/// thread as it was.
+fn short_slice() {
+    // SAFETY: getpriority(2) on this thread (PRIO_PROCESS 0 is the calling thread on Linux);
+    // a nice value of -1 reads as -1, which is what is passed back.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: 0,
+        flags: SCHED_FLAG_KEEP_POLICY,
+        nice,
+        priority: 0,
+        runtime: SLICE_NS,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: a valid sched_attr for this thread (pid 0), read by the kernel only.
+    unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
 }
 
 #[cfg(test)]

@@ -134,3 +134,53 @@ fn a_panic_in_the_callers_part_of_fan_out_comes_back_after_the_others_finished()
     assert!(r.is_err(), "the panic was swallowed");
     assert_eq!(finished.load(Ordering::SeqCst), 2);
 }
+
+/// `se.slice` of this thread in `/proc/thread-self/sched`, where the kernel shows it (EEVDF).
+fn slice_of_this_thread() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/sched")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("se.slice"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the running kernel is Linux `major.minor` or later.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+#[test]
+fn pool_threads_ask_for_a_short_time_slice_and_keep_their_nice_value() {
+    // SAFETY: getpriority(2) on the calling thread.
+    let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let (slice, pool_nice, policy) = on_pool(move || {
+        // SAFETY: sched_getscheduler(2) on the calling thread.
+        (slice_of_this_thread(), nice(), unsafe {
+            libc::sched_getscheduler(0)
+        })
+    });
+    assert_eq!(
+        pool_nice,
+        nice(),
+        "the pool thread keeps the nice value it inherited"
+    );
+    assert_eq!(policy, libc::SCHED_OTHER, "the policy stays the default");
+    // Custom slices came with Linux 6.12; before it the request is ignored.
+    if kernel_at_least(6, 12) {
+        assert_eq!(slice, Some(SLICE_NS), "the I/O thread's slice");
+        assert_ne!(
+            slice_of_this_thread(),
+            Some(SLICE_NS),
+            "the test's own thread is unchanged"
+        );
+    }
+}
