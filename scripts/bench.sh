@@ -3,7 +3,8 @@
 # idle cost of background workers. Unattended; prints the tables and writes them to
 # bench/results/ (results.md, memory.csv, memory.png).
 #   BENCH_QUICK=1 make bench     a small smoke run
-#   make bench ARGS="mask"       only some sections (drain, drain-fauxqs, client, mask, memory, latency, citus)
+#   make bench ARGS="mask"       only some sections (drain, drain-fauxqs, client, mask, memory, latency, citus;
+#                                profile and sched run only when named: perf on one drain, see bench/src/)
 #   BENCH_REV=<commit> make bench ARGS=drain-fauxqs
 #                                that commit's extension (built in target/rev-<commit>) measured
 #                                by this tree's harness: a before/after on one host, back to back
@@ -15,6 +16,8 @@
 #                                drain's loader configurations and the bare client at 4, on one cluster
 #                                restarted between sides: the host's drift falls on both alike. Writes
 #                                bench/results/ab.md.
+#   BENCH_NO_CHECKPOINT=1        no CHECKPOINT before each drain: the loading backend then zero-fills
+#                                new WAL segments, as on a fresh server (docs/performance.md).
 #   BENCH_NO_REPEATS=1           no IP repeated in the drains' messages (instead of about 10 %): no
 #                                vault store can conflict, for telling conflicts from other costs.
 # The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from

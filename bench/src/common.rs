@@ -124,6 +124,16 @@ pub fn reset_tables(c: &mut Client) {
     .unwrap();
 }
 
+/// Before a timed load: a CHECKPOINT, so that the load finds WAL segments to recycle (renamed,
+/// not written) as on a server that has been loading; on a fresh one the committing backend
+/// zero-fills each new 16 MB segment, about 50 ms of its time every 16,000 messages here,
+/// while the emulator waits (docs/performance.md). `BENCH_NO_CHECKPOINT=1` leaves it out.
+pub fn steady_wal(c: &mut Client) {
+    if std::env::var("BENCH_NO_CHECKPOINT").is_err() {
+        c.batch_execute("CHECKPOINT").unwrap();
+    }
+}
+
 /// A session of database `bench` set up to drain a queue of `endpoint` (emulators name queues
 /// after hosts that need not resolve: requests go to the emulator) with `parallel` requests in
 /// flight, until the queue is empty; and its backend's pid.
@@ -152,6 +162,31 @@ pub fn setup_db() {
     let public = std::fs::read_to_string(format!("{}/public_key.pem", env("BENCH_KEYS"))).unwrap();
     c.execute("SELECT set_rsa_public_key($1)", &[&public])
         .unwrap();
+    warm_wal(&mut c);
+}
+
+/// A fresh cluster has one WAL segment: every further one is created and zero-filled by the
+/// backend that needs it. A server that has been running recycles old segments at each
+/// checkpoint instead. Until the cluster has 5 segments (`min_wal_size`, 80 MB, keeps that
+/// many for recycling), write about 100 MB of WAL and throw it away, then CHECKPOINT (which
+/// recycles them), so that each drain ([`steady_wal`]) measures the loader as it runs on such
+/// a server.
+fn warm_wal(c: &mut Client) {
+    let segments: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if segments >= 5 {
+        return;
+    }
+    c.batch_execute(
+        "CREATE TABLE bench_wal_warmup AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 180000) g;
+         DROP TABLE bench_wal_warmup; CHECKPOINT;",
+    )
+    .unwrap();
 }
 
 /// Whether the installed build defines setting `name` (a build from `BENCH_REV` may predate it).

@@ -4,7 +4,7 @@
 
 use crate::common::{
     connect, count, env, has_setting, loader_session, max, median, messages, min, reset_tables,
-    Table,
+    steady_wal, Table,
 };
 use crate::sqs::{Depth, Sqs};
 use std::fmt::Write as _;
@@ -60,6 +60,7 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
     sqs.fill(&url, &m.bodies);
     let mut c = connect("bench");
     reset_tables(&mut c);
+    steady_wal(&mut c);
     let mut cpu: Option<Cpu> = None;
     // The emulator serves the drain alone from here (the fill is done).
     let server_before = sqs.pid.as_deref().map(crate::common::cpu_seconds);

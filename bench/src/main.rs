@@ -8,7 +8,8 @@
 //!    the cost of an idle worker;
 //! 5. [`profile`] (only when asked): `perf` on the loading backend during one drain;
 //! 6. [`citus`]: loads and the insert path on the single node and on a local Citus cluster;
-//! 7. [`client`]: the SQS client's CPU per request without network (signing, decoding).
+//! 7. [`client`]: the SQS client's CPU per request without network (signing, decoding);
+//! 8. [`sched`] (only when asked): `perf sched` during drains, who waits for whom.
 //!
 //! Configuration comes from the environment (set by scripts/bench.sh). Prints tables (median of
 //! the runs, with min–max) and writes them, with the raw samples, to bench/results/.
@@ -23,6 +24,7 @@ mod mask;
 mod memory;
 mod profile;
 mod proxy;
+mod sched;
 mod sqs;
 
 use common::{env, env_or, setup_db};
@@ -181,6 +183,9 @@ fn main() {
     if sections.iter().any(|x| x == "profile") {
         report += &profile::profile(&fauxqs);
     }
+    if sections.iter().any(|x| x == "sched") {
+        report += &sched::sched(&fauxqs);
+    }
     let _ = writeln!(
         report,
         "\nTotal benchmark time: {:.1} min.",
@@ -191,6 +196,7 @@ fn main() {
     // A profile or the citus section alone does not replace the results of a full run.
     let file = match sections.as_slice() {
         [s] if s == "profile" => "profile.md",
+        [s] if s == "sched" => "sched.md",
         [s] if s == "citus" => "citus.md",
         [s] if s == "client" => "client.md",
         _ => "results.md",
