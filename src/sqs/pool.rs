@@ -164,12 +164,11 @@ pub const SLICE_NS: u64 = 100_000;
 /// Ask the scheduler for a short time slice on this thread. Under EEVDF (Linux 6.12 and
 /// later) a thread that wakes with a shorter slice than the running one preempts it. An I/O
 /// thread wakes when a reply arrives and runs for tens of microseconds (decode the reply, send
-/// the next request); with the default slice (0.7–3 ms depending on the CPUs) it could wait in
-/// the run queue behind its own busy backend for milliseconds while the SQS endpoint, with no
-/// request left, idled: on 2 cores with an emulator beside the database, a tenth of the
-/// emulator's time (docs/performance.md, *the I/O threads' time slice*). The policy and nice
-/// value stay the thread's own; an older kernel ignores the slice, and a failure leaves the
-/// thread as it was.
+/// the next request); with the default slice (1.4 ms on a 2-core machine, more with more CPUs)
+/// it could wait in the run queue behind its own busy backend for milliseconds while the SQS
+/// endpoint, with no request left, idled: on 2 cores with an emulator beside the database, 7 %
+/// of a drain (docs/performance.md, *Who waits for whom*). The policy and nice value stay the
+/// thread's own; an older kernel ignores the slice, and a failure leaves the thread as it was.
 fn short_slice() {
     // SAFETY: getpriority(2) on this thread (PRIO_PROCESS 0 is the calling thread on Linux);
     // a nice value of -1 reads as -1, which is what is passed back.
