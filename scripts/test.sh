@@ -6,7 +6,8 @@
 #  3. the extension installed into the throwaway cluster (pg_cron and sqs_loader preloaded) and
 #     the pg_regress suite in tests/pg_regress/ (golden files) run against it; a second cluster
 #     without sqs_loader preloaded, for what must hold (or be refused) there;
-#  4. the client-side integration tests in tests/integration/ against it, LocalStack and moto.
+#  4. the client-side integration tests in tests/integration/ against it, LocalStack and moto
+#     (after the unit tests of tools/unmask and of the benchmark crate).
 # Emulators this script starts, it stops; ones already running are reused and left running.
 # TEST_FILTER=name runs only the integration tests whose names contain it.
 source "$(dirname "$0")/lib.sh"
@@ -56,6 +57,9 @@ if ! "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
   cat "$regress_out/regression.diffs" 2>/dev/null | head -100
   die "pg_regress: see $regress_out/regression.diffs"
 fi
+
+step "unit tests of the offline recovery tool and of the benchmark (no benchmark runs)"
+cargo test -q -p sqs_loader_unmask -p sqs_loader_bench
 
 step "integration tests (tests/integration/), with the offline recovery tool built"
 cargo build -q -p sqs_loader_unmask
