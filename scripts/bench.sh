@@ -18,6 +18,8 @@
 #                                bench/results/ab.md.
 #   BENCH_NO_CHECKPOINT=1        no CHECKPOINT before each drain: the loading backend then zero-fills
 #                                new WAL segments, as on a fresh server (docs/performance.md).
+#   BENCH_RUNS=<n>               rounds of each section (default 3; 5 for the fauxqs drain, whose
+#                                configurations take turns in an order rotated from round to round).
 #   BENCH_NO_REPEATS=1           no IP repeated in the drains' messages (instead of about 10 %): no
 #                                vault store can conflict, for telling conflicts from other costs.
 # The citus section runs on a local Citus cluster (scripts/citus.sh; Citus is built from

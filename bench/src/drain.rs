@@ -16,6 +16,10 @@ const FIXED_4: &str = "load_user_logins(), 1 run, 4 parallel, adapt_requests = o
 const FIXED_16: &str = "load_user_logins(), 1 run, 16 parallel, adapt_requests = off";
 /// Four concurrent runs that all load (`sqs_loader.max_runs_per_queue = 0`), as before the cap.
 const UNCAPPED_4X4: &str = "load_user_logins(), 4 concurrent runs × 4, max_runs_per_queue = 0";
+const L4: &str = "load_user_logins(), 1 run, 4 parallel";
+/// One run at 4 measured a second time in each round, half a round after the first: how far
+/// two drains of one configuration move apart, the yardstick for every ratio between them.
+const L4_AGAIN: &str = "load_user_logins(), 1 run, 4 parallel, again";
 
 /// Who drains the queue.
 #[derive(Clone, Copy)]
@@ -188,6 +192,13 @@ pub fn drain_once(sqs: &Sqs, d: Drainer, n: usize, seed: u64) -> (f64, Option<Cp
     (n as f64 / took.as_secs_f64(), cpu)
 }
 
+/// The order of the configurations `0..len` in round `round` (1-based) of `rounds`: the list
+/// rotated so that the rounds start evenly spread over it.
+fn rotation(len: usize, rounds: usize, round: usize) -> impl Iterator<Item = usize> {
+    let start = (round - 1) * len / rounds.max(1);
+    (0..len).map(move |j| (start + j) % len)
+}
+
 /// What one drain section measures.
 pub struct DrainPlan<'a> {
     pub label: &'a str,
@@ -208,9 +219,11 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         "\n== drain on {label}: {} messages per run ({} for the Python loader), {runs} rounds",
         p.n, p.n_python
     );
-    // What to measure, in order: every configuration once per round, `runs` rounds. The host's
-    // speed drifts over minutes (up to 2× within an hour here), so the configurations take turns
-    // instead of running their three drains back to back: each round compares them at one speed.
+    // What to measure: every configuration once per round, `runs` rounds. The host's speed
+    // drifts over minutes (up to 2× within an hour here), so the configurations take turns
+    // instead of running their drains back to back: each round compares them at one speed. Each
+    // round starts further down the list (a rotation), so that no configuration always runs
+    // right after the same other one or at the same point of a round.
     let mut plan: Vec<(String, Drainer, usize, String)> = Vec::new();
     let bare: &[usize] = if p.full { &[1, 4, 16] } else { &[1, 4] };
     for &k in bare {
@@ -225,8 +238,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     // for a build without the setting, which always did).
     let adapting = has_setting("sqs_loader.adapt_requests");
     let capping = has_setting("sqs_loader.max_runs_per_queue");
-    let mut loaders: Vec<(&str, usize, usize, bool, bool)> =
-        vec![("load_user_logins(), 1 run, 4 parallel", 1, 4, true, false)];
+    let mut loaders: Vec<(&str, usize, usize, bool, bool)> = vec![(L4, 1, 4, true, false)];
     if p.full {
         loaders.extend([
             ("load_user_logins(), 1 run, 16 parallel", 1, 16, true, false),
@@ -255,6 +267,9 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
                 (FIXED_16, 1, 16, false, false),
             ]);
         }
+        if p.ab.is_none() {
+            loaders.push((L4_AGAIN, 1, 4, true, false));
+        }
     }
     for &(name, runs, parallel, adapt, uncapped) in &loaders {
         let note = if !(adapt && adapting) {
@@ -263,6 +278,8 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
             "every run loads at once, as before the cap".to_string()
         } else if runs > 1 && capping {
             "max_runs_per_queue at its default: runs beyond it wait".to_string()
+        } else if name == L4_AGAIN {
+            "the same configuration again, half a round later: the noise floor".to_string()
         } else {
             String::new()
         };
@@ -312,7 +329,8 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let mut cpus: Vec<Vec<Cpu>> = vec![Vec::new(); plan.len()];
     for round in 1..=runs {
         println!("  round {round} of {runs}");
-        for (i, (name, d, n, _)) in plan.iter().enumerate() {
+        for i in rotation(plan.len(), runs, round) {
+            let (name, d, n, _) = &plan[i];
             seed += 1;
             let (v, cpu) = drain_once(sqs, *d, *n, seed);
             println!("    {name}: {v:.0} msg/s");
@@ -369,12 +387,9 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     };
     let mut ratios = String::new();
     let b4 = t.median_of("bare client, 4 parallel");
-    let l4 = t.median_of("load_user_logins(), 1 run, 4 parallel");
+    let l4 = t.median_of(L4);
     let py = t.median_of("Python reference loader (boto3 + psycopg2)");
-    let (m, lo, hi) = paired(
-        "load_user_logins(), 1 run, 4 parallel",
-        "bare client, 4 parallel",
-    );
+    let (m, lo, hi) = paired(L4, "bare client, 4 parallel");
     let _ = writeln!(ratios, "\n{label}: load_user_logins() at 4 parallel = {:.0} % of the bare client at 4 (#16: ≥ 80 %); round by round {:.0} % ({:.0} – {:.0})", 100.0 * l4 / b4, 100.0 * m, 100.0 * lo, 100.0 * hi);
     let w4 = t.median_of("background worker, 1 process, 4 parallel");
     let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
@@ -405,9 +420,11 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         ]
         .map(|n| (n, t.median_of(n)));
         for (n, v) in l16 {
-            let (m, lo, hi) = paired(n, "load_user_logins(), 1 run, 4 parallel");
+            let (m, lo, hi) = paired(n, L4);
             let _ = writeln!(ratios, "{label}: {n} = {:.2}× load_user_logins() at 4 (target ≥ 1×); round by round {m:.2}× ({lo:.2} – {hi:.2})", v / l4);
         }
+        let (m, lo, hi) = paired(L4_AGAIN, L4);
+        let _ = writeln!(ratios, "{label}: the noise floor of these ratios: 1 run at 4 measured twice per round, the second ÷ the first = {:.2}×; round by round {m:.2}× ({lo:.2} – {hi:.2})", t.median_of(L4_AGAIN) / l4);
         if adapting {
             let (f4, f16) = (t.median_of(FIXED_4), t.median_of(FIXED_16));
             let _ = writeln!(ratios, "{label}: without adapting the requests in flight: 1 run at 16 = {:.2}× 1 run at 4; adapting = {:.2}× at 4, {:.2}× at 16", f16 / f4, l4 / f4, l16[0].1 / f16);
@@ -420,4 +437,29 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
         cpu_rows.render(&format!("Loader CPU per message, {label}")),
         ratios.replace('\n', "\n\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation;
+
+    #[test]
+    fn every_round_measures_every_configuration_once_starting_elsewhere() {
+        for (len, rounds) in [(13, 5), (13, 3), (6, 1), (4, 8)] {
+            let mut firsts = Vec::new();
+            for round in 1..=rounds {
+                let mut order: Vec<usize> = rotation(len, rounds, round).collect();
+                firsts.push(order[0]);
+                order.sort();
+                assert_eq!(order, (0..len).collect::<Vec<_>>(), "{len} in {rounds}");
+            }
+            assert_eq!(firsts[0], 0);
+            firsts.dedup();
+            assert_eq!(
+                firsts.len(),
+                rounds.min(len),
+                "{len} in {rounds}: {firsts:?}"
+            );
+        }
+    }
 }
