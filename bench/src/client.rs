@@ -21,23 +21,13 @@ use std::net::TcpListener;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// CPU time on `clock` (this thread's or this process's), in seconds.
-fn cpu(clock: libc::clockid_t) -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
-
 fn thread_cpu() -> f64 {
-    cpu(libc::CLOCK_THREAD_CPUTIME_ID)
+    crate::common::clock_seconds(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// All threads of this process, user and system.
 fn process_cpu() -> f64 {
-    cpu(libc::CLOCK_PROCESS_CPUTIME_ID)
+    crate::common::clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// The head of the answer [`serve`] gives.

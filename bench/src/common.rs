@@ -16,6 +16,40 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Clock `clock` now, in seconds (CPU time of this thread or process, or CLOCK_MONOTONIC).
+pub fn clock_seconds(clock: libc::clockid_t) -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// `perf` recording the whole machine in the background (`profile`, `sched`): started with
+/// `args`, given half a second to attach, stopped (and its file written) by [`Perf::stop`].
+pub struct Perf(std::process::Child);
+
+impl Perf {
+    pub fn start(args: &[&str]) -> Perf {
+        let child = std::process::Command::new("perf")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf (apt install linux-perf)");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Perf(child)
+    }
+
+    pub fn stop(mut self) {
+        // SAFETY: signalling our own child, which writes its file on SIGINT.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        self.0.wait().unwrap();
+    }
+}
+
 // ------------------------------------------------------------------ messages
 
 /// xorshift64*: reproducible pseudo-random messages.

@@ -395,7 +395,7 @@ pub fn drain(sqs: &Sqs, p: &DrainPlan) -> String {
     let _ = writeln!(ratios, "{label}: a background worker at 4 parallel = {:.0} % of the bare client at 4, {:.2}× load_user_logins() at 4 (target ≥ 1×)", 100.0 * w4 / b4, w4 / l4);
     if p.full {
         let b16 = t.median_of("bare client, 16 parallel");
-        for &(name, ..) in loaders[1..].iter().filter(|l| l.3) {
+        for &(name, ..) in loaders[1..].iter().filter(|l| l.3 && l.0 != L4_AGAIN) {
             let _ = writeln!(
                 ratios,
                 "{label}: {name} = {:.0} % of the bare client at 16 (target ≥ 90 %)",

@@ -7,11 +7,11 @@
 //!    The measured load follows one of the same size and a checkpoint (the steady state of a
 //!    server that has been loading); `BENCH_PROFILE_COLD=1` profiles the first load instead.
 
-use crate::common::{connect, env, env_or, loader_session, messages, reset_tables};
+use crate::common::{connect, env, env_or, loader_session, messages, reset_tables, Perf};
 use crate::sqs::Sqs;
 use postgres::Client;
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 pub fn profile(sqs: &Sqs) -> String {
@@ -57,13 +57,7 @@ pub fn profile(sqs: &Sqs) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     let data = format!("{dir}/perf.data");
     // System-wide: `-p` misses most of the short-lived I/O threads, which do half the work.
-    let mut perf = Command::new("perf")
-        .args(["record", "-F", "997", "-g", "-a", "-o", &data])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("perf (apt install linux-perf)");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let perf = Perf::start(&["record", "-F", "997", "-g", "-a", "-o", &data]);
     // The processes (with their I/O threads, also those that ended) and their own threads.
     let cpu = |pids: &[i32]| -> (f64, f64) {
         pids.iter()
@@ -102,9 +96,7 @@ pub fn profile(sqs: &Sqs) -> String {
     let took = start.elapsed().as_secs_f64();
     let after = cpu(&pids);
     let (used, used_main) = (after.0 - before.0, after.1 - before.1);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
-    perf.wait().unwrap();
+    perf.stop();
     let rows: i64 = c
         .query_one("SELECT count(*) FROM user_logins", &[])
         .unwrap()

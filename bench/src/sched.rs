@@ -6,20 +6,14 @@
 //!    bench's, or the backend and its I/O threads) waited for a CPU once woken; how long the
 //!    CPUs idled. The drain's rate is bound by the event loop when it never sleeps.
 
-use crate::common::{env, env_or, loader_session, messages, reset_tables, steady_wal};
+use crate::common::{env, env_or, loader_session, messages, reset_tables, steady_wal, Perf};
 use crate::sqs::Sqs;
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 
 /// CLOCK_MONOTONIC now, in seconds: perf's timestamps with `-k CLOCK_MONOTONIC`.
 fn monotonic() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    crate::common::clock_seconds(libc::CLOCK_MONOTONIC)
 }
 
 /// One line of `perf sched timehist`: a thread switched out after running.
@@ -80,8 +74,7 @@ struct Seen {
     server_run: f64,
     server_delay: f64,
     server_switches: usize,
-    /// The client's threads: ran (ms), and their waits for a CPU once woken (ms each).
-    client_run: f64,
+    /// The client's threads' waits for a CPU once woken (ms each).
     client_delays: Vec<f64>,
     /// The CPUs' idle time (ms, all CPUs).
     idle: f64,
@@ -112,7 +105,6 @@ fn timehist(
         server_run: 0.0,
         server_delay: 0.0,
         server_switches: 0,
-        client_run: 0.0,
         client_delays: vec![],
         idle: 0.0,
     };
@@ -127,7 +119,6 @@ fn timehist(
             s.server_delay += sw.delay;
             s.server_switches += 1;
         } else if client(sw.tid, sw.pid) {
-            s.client_run += sw.run;
             // A thread switched in without having slept was preempted: its wait is no wake-up's.
             if sw.wait > 0.0 {
                 s.client_delays.push(sw.delay);
@@ -140,19 +131,11 @@ fn timehist(
 /// `perf sched record` of the whole machine into `data` while `drain` runs; the drain's
 /// window (CLOCK_MONOTONIC seconds) and what it returns.
 fn traced<T>(data: &str, drain: impl FnOnce() -> T) -> (f64, f64, T) {
-    let mut perf = Command::new("perf")
-        .args(["sched", "record", "-k", "CLOCK_MONOTONIC", "-a", "-o", data])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("perf (apt install linux-perf)");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let perf = Perf::start(&["sched", "record", "-k", "CLOCK_MONOTONIC", "-a", "-o", data]);
     let from = monotonic();
     let r = drain();
     let to = monotonic();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
-    perf.wait().unwrap();
+    perf.stop();
     (from, to, r)
 }
 
@@ -190,8 +173,7 @@ pub fn sched(sqs: &Sqs) -> String {
             let (name, seen, took) = if bare {
                 let (from, to, _) = traced(&data, || sqs.bare_drain(&url, n, parallel));
                 // The bench's own threads other than this one (the bare client's).
-                let main = me;
-                let seen = timehist(&data, from, to, server, |tid, pid| pid == me && tid != main);
+                let seen = timehist(&data, from, to, server, |tid, pid| pid == me && tid != me);
                 ("bare client, 4 parallel", seen, to - from)
             } else {
                 let (mut l, backend) = loader_session(&sqs.base, parallel);
