@@ -47,7 +47,7 @@ test: ## run the whole test suite (unit, #[pg_test], pg_regress, integration aga
 test-citus: ## the Citus suite on a local coordinator + 2 workers (builds Citus from ../shared/vendor/ if missing)
 	@bash scripts/test_citus.sh
 
-bench: ## benchmarks (drain rates, masking cost, memory): tables in bench/results/, about 15 minutes
+bench: ## benchmarks (drain rates, masking cost, memory): tables in bench/results/, about 35 minutes
 	@ARGS="$(ARGS)" bash scripts/bench.sh
 
 fuzz: ## coverage-guided fuzzing of the parsers (cargo fuzz); FUZZ_SECONDS per target (default 60)

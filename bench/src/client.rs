@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// CPU time on `clock` (this thread's or this process's), in seconds.
+/// This thread's CPU time, user and system, in seconds.
 fn thread_cpu() -> f64 {
     crate::common::clock_seconds(libc::CLOCK_THREAD_CPUTIME_ID)
 }
