@@ -92,11 +92,7 @@ fn main() {
     if want("drain") || want("drain-fauxqs") {
         // Its ratios between configurations are a few percent from their targets: five rounds
         // unless BENCH_RUNS says otherwise.
-        let rounds = if std::env::var("BENCH_RUNS").is_ok() {
-            runs
-        } else {
-            5
-        };
+        let rounds = env_or("BENCH_RUNS", 5);
         let (n, npy) = if quick {
             (5_000, 1_000)
         } else {
